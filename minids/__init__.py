@@ -1,0 +1,43 @@
+"""minids: the DeepSeek LLM architecture (7B and 67B, arXiv 2401.02954), one readable idea per module.
+
+    config.py      ModelConfig and the presets (Table 2)
+    norm.py        RMSNorm
+    rope.py        rotary position embeddings (rotate-half layout)
+    attention.py   grouped-query attention, explicit and fused paths
+    kv_cache.py    the preallocated KV cache for decoding
+    ffn.py         SwiGLU feed-forward network
+    layer.py       one pre-norm decoder layer
+    model.py       DeepSeekLM, the whole model
+    accounting.py  parameters, KV-cache bytes and FLOPs from the config
+    hf.py          Llama-format (Hugging Face) checkpoints in and out
+"""
+
+from .accounting import ParamCount, count_params, kv_cache_bytes, matmul_flops_per_token, paper_M, six_n
+from .attention import GroupedQueryAttention
+from .config import ModelConfig
+from .ffn import SwiGLU, swiglu_hidden_size
+from .hf import CheckpointError
+from .kv_cache import KVCache
+from .layer import DecoderLayer
+from .model import DeepSeekLM
+from .norm import RMSNorm
+from .rope import (
+    RotaryEmbedding,
+    apply_rope,
+    apply_rope_interleaved,
+    interleaved_to_rotate_half,
+    rope_cos_sin,
+    rope_inv_freq,
+    rotate_half,
+)
+from .source import show_source
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DecoderLayer", "KVCache",
+    "count_params", "kv_cache_bytes", "ParamCount", "six_n", "paper_M", "matmul_flops_per_token",
+    "swiglu_hidden_size", "CheckpointError", "show_source",
+    "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",
+    "rope_inv_freq", "rotate_half",
+]

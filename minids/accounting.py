@@ -1,0 +1,103 @@
+"""Parameter, memory and FLOP accounting from the config alone (no weights needed).
+
+Every count here is a formula over the config; the tests check each against the module's own
+`sum(p.numel() for p in model.parameters())` on the meta device for every preset.
+"""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+
+import torch
+
+from .config import ModelConfig
+
+
+@dataclass(frozen=True)
+class ParamCount:
+    embedding: int  # vocab_size * d_model
+    attention: int  # all layers: q, o (d_model x d_model each) and k, v (d_model x n_kv_heads*head_dim each)
+    ffn: int  # all layers: gate, up, down (d_model x d_ff each)
+    norms: int  # two RMSNorm gains per layer + the final one
+    lm_head: int  # d_model * vocab_size (untied)
+    per_layer: int  # attention + ffn + norms of one decoder layer
+
+    @property
+    def non_embedding(self) -> int:
+        """Everything but the embedding and the lm_head (the N of Kaplan et al. 2020)."""
+        return self.attention + self.ffn + self.norms
+
+    @property
+    def total(self) -> int:
+        return self.embedding + self.non_embedding + self.lm_head
+
+    def as_dict(self) -> dict[str, int]:
+        return {**asdict(self), "non_embedding": self.non_embedding, "total": self.total}
+
+
+def attention_params_per_layer(config: ModelConfig) -> int:
+    d, kv = config.d_model, config.n_kv_heads * config.head_dim
+    return 2 * d * d + 2 * d * kv  # q_proj + o_proj, k_proj + v_proj
+
+
+def ffn_params_per_layer(config: ModelConfig) -> int:
+    return 3 * config.d_model * config.d_ff  # gate_proj, up_proj, down_proj
+
+
+def count_params(config: ModelConfig) -> ParamCount:
+    """The parameter breakdown of DeepSeekLM(config), from the formulas.
+
+    >>> count_params(ModelConfig.preset("deepseek-llm-67b")).total
+    67425001472
+    """
+    L = config.n_layers
+    attn, ffn, norms = attention_params_per_layer(config), ffn_params_per_layer(config), 2 * config.d_model
+    return ParamCount(
+        embedding=config.vocab_size * config.d_model,
+        attention=L * attn,
+        ffn=L * ffn,
+        norms=L * norms + config.d_model,
+        lm_head=config.d_model * config.vocab_size,
+        per_layer=attn + ffn + norms,
+    )
+
+
+def kv_cache_bytes(config: ModelConfig, seq_len: int, batch: int = 1, dtype: torch.dtype = torch.bfloat16) -> int:
+    """Bytes of a KV cache: 2 (K and V) * n_layers * n_kv_heads * head_dim * seq_len * batch * element size."""
+    if seq_len < 0 or batch < 0:
+        raise ValueError(f"seq_len ({seq_len}) and batch ({batch}) must be >= 0")
+    itemsize = torch.empty((), dtype=dtype).element_size()
+    return 2 * config.n_layers * config.n_kv_heads * config.head_dim * seq_len * batch * itemsize
+
+
+def six_n(config: ModelConfig) -> int:
+    """Training FLOPs per token by the 6N rule (N = non-embedding parameters): 2N forward + 4N backward."""
+    return 6 * count_params(config).non_embedding
+
+
+def paper_M(config: ModelConfig, seq_len: int) -> int:
+    """The paper's model scale M (training FLOPs per token, non-embedding), its Eq. 2:
+
+        M = 72 * n_layers * d_model**2 + 12 * n_layers * d_model * seq_len
+
+    The first term assumes 12 * d_model**2 weights per layer (4 d**2 attention + 8 d**2 FFN); the second is
+    attention's score and value products (2 matmuls * 2 FLOPs * 3 for forward+backward, no causal halving).
+    """
+    L, d = config.n_layers, config.d_model
+    return 72 * L * d * d + 12 * L * d * seq_len
+
+
+def matmul_flops_per_token(config: ModelConfig, seq_len: int, causal: bool = True, training: bool = False) -> float:
+    """FLOPs per token actually performed by the matrix products of one forward (x3 with `training`).
+
+    2 FLOPs per weight of every Linear (all layers and the lm_head; the embedding is a lookup, the norms
+    are negligible), plus attention's q.k and weights.v products: 2 * 2 * n_heads * head_dim per visible
+    key. With `causal`, token i sees i + 1 keys, on average (seq_len + 1) / 2: the causal halving.
+    This is the one formula minids uses for MFU.
+    """
+    p = count_params(config)
+    weights = p.attention + p.ffn + p.lm_head
+    keys_seen = (seq_len + 1) / 2 if causal else seq_len
+    attention = config.n_layers * 4 * config.n_heads * config.head_dim * keys_seen
+    forward = 2 * weights + attention
+    return 3 * forward if training else forward
