@@ -1,6 +1,7 @@
 """The training loop: the paper's recipe step by step, checkpoints written atomically, resume bit for bit."""
 
 import glob
+import json
 import os
 
 import pytest
@@ -169,3 +170,34 @@ def test_masked_targets_are_ignored():
 def test_bad_config_is_named(changes, message):
     with pytest.raises(ValueError, match=message):
         TrainConfig(**{**TC.__dict__, **changes})
+
+
+def test_depth_vs_width_runner_writes_every_field_and_survives_a_failure(tmp_path, monkeypatch):
+    from dataclasses import replace
+
+    import minids.experiments.depth_vs_width as dvw
+
+    setting = replace(dvw.SETTINGS["tiny"], layers=(1, 2), steps=2, evals=1, khop_eval_examples=8,
+                      corpus_eval_windows=4, latency_repeats=1, throughput_batch=2, corpus_seq_len=16)
+    real = dvw.train_one
+
+    def flaky(setting, shape, task, seed, steps, device):
+        if shape.config.n_layers == 2 and task.name == "corpus":
+            raise RuntimeError("out of memory (simulated)")
+        return real(setting, shape, task, seed, steps, device)
+
+    monkeypatch.setattr(dvw, "train_one", flaky)
+    out = tmp_path / "r.json"
+    records = dvw.run_experiment(setting, "cpu", str(out), log=lambda s: None)
+    assert dvw.load_results(str(out)) == json.loads(json.dumps(records))
+    runs = [r for r in records if r["record"] == "train"]
+    assert len(runs) == 4 and sum("error" in r for r in runs) == 1
+    required = ("task", "n_layers", "d_model", "d_ff", "n_heads", "n_kv_heads", "non_embedding_params", "seed",
+                "steps", "tokens", "final_loss", "accuracy", "tokens_per_s", "device")
+    for r in runs:
+        if "error" not in r:
+            assert all(k in r for k in required)
+            assert r["tokens"] == 2 * r["batch_size"] * r["seq_len"]
+            assert (r["accuracy"] is None) == (r["task"] == "corpus")
+    assert sorted(r["n_layers"] for r in records if r["record"] == "latency") == [1, 2]
+    assert records[0]["record"] == "meta" and records[0]["steps"] == 2
