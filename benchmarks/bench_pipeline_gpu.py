@@ -89,12 +89,16 @@ def baseline_worker(args) -> None:
     config = ModelConfig.preset(args.preset)
     out = {"preset": args.preset, "seq_len": args.seq_len, "method": "full", "points": []}
     batches = [int(x) for x in args.sweep.split(",")]
+    started = time.perf_counter()
 
     def time_model(n_layers: int) -> dict:
         model = DeepSeekLM(config.replace(n_layers=n_layers), device="meta", dtype=dtype).materialize(device).eval()
         weights = torch.cuda.memory_allocated(device) if device.type == "cuda" else None
         times = {}
         for b in batches:
+            if time.perf_counter() - started > args.budget:
+                say(f"  baseline: out of time budget, batch {b} and larger not measured")
+                break
             ids = torch.randint(0, config.vocab_size, (b, args.seq_len), device=device)
             try:
                 with torch.no_grad():
@@ -206,7 +210,7 @@ def main() -> int:
     path = os.path.join(tmp, "baseline.json")
     cmd = [sys.executable, os.path.abspath(__file__), "--baseline-worker", "--worker-json", path, "--device", dev,
            "--preset", model, "--dtype", args.dtype, "--seq-len", str(args.seq_len), "--sweep", args.sweep,
-           "--repeats", str(args.repeats), "--slices", *map(str, args.slices)]
+           "--repeats", str(args.repeats), "--slices", *map(str, args.slices), "--budget", str(max(20.0, left() - 40))]
     rc = run_logged(cmd, left() - 5)
     base = read_json(path)
     if base is None:

@@ -26,7 +26,8 @@ def plot_timeline(timeline: Timeline, ax=None, title: str | None = None, time_un
     ax.set_xlabel(f"time ({time_unit})")
     kinds = ["F"] if timeline.schedule == "forward" else ["F", "B"]
     names = {"F": "forward", "B": "backward"}
-    ax.legend([Patch(color=COLORS[k]) for k in kinds], [names[k] for k in kinds], loc="upper right", fontsize=8)
+    ax.legend([Patch(color=COLORS[k]) for k in kinds], [names[k] for k in kinds], fontsize=8,
+              loc="upper left", bbox_to_anchor=(1.0, 1.0))  # outside the chart, never over a box
     ax.set_title(title or f"{timeline.schedule}: {p} stages, {timeline.n_microbatches} microbatches, "
                  f"bubble {timeline.bubble_fraction:.0%}")
     return ax

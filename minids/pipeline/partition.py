@@ -24,7 +24,7 @@ def check_n_stages(n_layers: int, n_stages: int) -> None:
         raise TypeError(f"n_stages must be an int, got {n_stages!r}")
     if not 1 <= n_stages <= n_layers:
         raise ValueError(
-            f"cannot split {n_layers} decoder layers into {n_stages} pipeline stages: every stage needs at "
+            f"cannot split {n_layers} decoder layer(s) into {n_stages} pipeline stages: every stage needs at "
             f"least one layer, so n_stages must be between 1 and {n_layers}"
         )
 
@@ -36,6 +36,8 @@ def min_max_partition(weights: list[int], n_parts: int) -> list[range]:
     """
     n = len(weights)
     check_n_stages(n, n_parts)
+    if any(w < 0 for w in weights):
+        raise ValueError("weights must be >= 0 (costs)")
     prefix = [0]
     for w in weights:
         prefix.append(prefix[-1] + w)
@@ -49,7 +51,10 @@ def min_max_partition(weights: list[int], n_parts: int) -> list[range]:
     for k in range(1, n_parts + 1):
         new = [inf] * (n + 1)
         for j in range(k, n - (n_parts - k) + 1):
-            new[j] = min(max(best[i], seg(i, j)) for i in range(k - 1, j))
+            for i in range(j - 1, k - 2, -1):  # last part = weights[i:j], growing as i moves left
+                if seg(i, j) >= new[j]:
+                    break  # it only grows from here: no better split on this side
+                new[j] = min(new[j], max(best[i], seg(i, j)))
         best = new
     bottleneck = best[n]
     # Pass 2: among splits whose every part is <= bottleneck, the smallest sum of squares; remember cuts.
@@ -58,9 +63,11 @@ def min_max_partition(weights: list[int], n_parts: int) -> list[range]:
     for k in range(1, n_parts + 1):
         new, arg = [inf] * (n + 1), [-1] * (n + 1)
         for j in range(k, n - (n_parts - k) + 1):
-            for i in range(k - 1, j):
+            for i in range(j - 1, k - 2, -1):
                 s = seg(i, j)
-                if s <= bottleneck and sq[i] + s * s < new[j]:
+                if s > bottleneck:
+                    break
+                if sq[i] + s * s < new[j]:
                     new[j], arg[j] = sq[i] + s * s, i
         sq = new
         cuts.append(arg)

@@ -59,12 +59,10 @@ def pipeline_step(sched, rank, world, ids, targets=None, losses=None):
     return sched.step(*args, **kw)
 
 
-def timed(fn, device, repeats):
-    """Median wall time of fn() over `repeats` after one warm-up, the slowest rank's time for each."""
-    import torch.distributed as dist
-
+def timed(fn, device, repeats, warmup=1):
+    """Median wall time of fn() over `repeats` after `warmup` runs, the slowest rank's time for each."""
     times = []
-    for i in range(repeats + 1):
+    for i in range(warmup + repeats):
         dist.barrier()
         start = time.perf_counter()
         fn()
@@ -72,7 +70,7 @@ def timed(fn, device, repeats):
             torch.cuda.synchronize(device)
         t = torch.tensor([time.perf_counter() - start], dtype=torch.float64, device=device)
         dist.all_reduce(t, op=dist.ReduceOp.MAX)
-        if i:
+        if i >= warmup:
             times.append(t.item())
     return statistics.median(times)
 
@@ -193,7 +191,8 @@ def run_session(args, config, ranges, rank, world, device, dtype) -> int:
     evaluator = make_schedule(module, rank, world, device, m, "gpipe")
     with torch.no_grad():
         logits_eval = pipeline_step(evaluator, rank, world, ids)
-        report["forward_step_s"] = timed(lambda: pipeline_step(evaluator, rank, world, ids), device, args.repeats)
+        # The step above was the warm-up.
+        report["forward_step_s"] = timed(lambda: pipeline_step(evaluator, rank, world, ids), device, args.repeats, 0)
 
     # One training step: pipelined forward and backward, global clipping, AdamW (the paper's settings).
     trainer = make_schedule(module, rank, world, device, m, args.schedule, lm_loss_fn(m))
@@ -216,7 +215,7 @@ def run_session(args, config, ranges, rank, world, device, dtype) -> int:
         clip_global_norm_(params, 1.0, device)
         opt.step()
 
-    report["train_step_s"] = timed(train_step, device, args.repeats)
+    report["train_step_s"] = timed(train_step, device, args.repeats, warmup=0)  # warmed up by the first step
     stages = [None] * world
     dist.all_gather_object(stages, stage_info)
     report["stage_info"] = stages
