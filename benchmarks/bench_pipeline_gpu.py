@@ -114,12 +114,14 @@ def baseline_worker(args) -> None:
             torch.cuda.empty_cache()
         return {"times": times, "weights_bytes": weights, "peak_bytes": peak}
 
+    full = None
     try:
         full = time_model(config.n_layers)
         out.update(weights_bytes=full["weights_bytes"], peak_bytes=full["peak_bytes"])
         out["points"] = [{"batch": b, "step_s": t} for b, t in full["times"].items()]
     except torch.cuda.OutOfMemoryError as e:
         say(f"  baseline: the whole model does not fit on one device ({str(e).splitlines()[0]}); extrapolating")
+    if full is None:  # outside the except block, so the failed model's tensors are no longer referenced
         torch.cuda.empty_cache()
         lo, hi = args.slices
         t_lo, t_hi = time_model(lo)["times"], time_model(hi)["times"]
