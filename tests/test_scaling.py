@@ -1,5 +1,6 @@
 """minids.scaling against the paper's own tables (../shared/FACTS.md section 3)."""
 
+import json
 import math
 
 import numpy as np
@@ -177,3 +178,65 @@ def test_other_errors():
     with pytest.raises(ValueError, match="same length"):
         fit_power_law([1.0, 2.0], [1.0])
     assert math.isfinite(optimal_batch_sequences(1e20, 2048))
+
+
+# ---- the IsoFLOP experiment (minids.experiments.isoflop) ----------------------------------------------
+from minids.experiments import isoflop  # noqa: E402
+
+
+def test_isoflop_plan_spends_the_budget():
+    plans = isoflop.plan_runs([1e10, 1e11], isoflop.CPU_SHAPES, seq_len=128, train_tokens=1_400_000)
+    assert len(plans) == 2 * len(isoflop.CPU_SHAPES)
+    for p in plans:
+        cfg = isoflop.toy_config(p.n_layers, p.d_model, p.n_heads, p.seq_len)
+        assert p.M == real_flops_per_token(cfg, 128)
+        assert p.tokens == p.steps * p.batch_size * p.seq_len
+        assert p.C_spent == p.M * p.tokens
+        assert p.batch_size == max(1, round(optimal_batch_tokens(p.budget) / 128))  # Eq. 1, in sequences
+        assert p.peak_lr == pytest.approx(optimal_lr(p.budget))
+        if p.skip is None:  # rounding to whole steps moves the spent budget by less than half a step
+            assert abs(p.C_spent - p.budget) <= p.M * p.batch_size * p.seq_len / 2
+            assert p.steps >= 40 and p.epochs <= 4
+    skipped = {p.name: p.skip for p in plans if p.budget == 1e10 and p.skip}
+    assert "min_steps" in skipped["L3-d96"]  # the biggest shape gets too few steps at the smallest budget
+    # The shapes grow in M, and a fixed lr overrides Eq. 1.
+    Ms = [p.M for p in plans[: len(isoflop.CPU_SHAPES)]]
+    assert Ms == sorted(Ms)
+    assert {p.peak_lr for p in isoflop.plan_runs([1e10], isoflop.CPU_SHAPES, 128, 10**6, lr=1e-3)} == {1e-3}
+
+
+def test_isoflop_skips_too_many_epochs():
+    (p,) = isoflop.plan_runs([1e12], [(1, 8, 1)], seq_len=128, train_tokens=100_000)
+    assert p.skip is not None and "passes over the corpus" in p.skip
+
+
+def test_isoflop_profiles_average_seeds():
+    runs = [
+        {"budget": 1e10, "name": "a", "M": 1.0, "tokens": 10, "val_loss": 2.0},
+        {"budget": 1e10, "name": "a", "M": 1.0, "tokens": 10, "val_loss": 3.0},
+        {"budget": 1e10, "name": "b", "M": 2.0, "tokens": 5, "val_loss": 2.4},
+        {"budget": 1e10, "name": "c", "M": 4.0, "tokens": 2, "error": "RuntimeError: boom"},
+    ]
+    prof = isoflop.profiles({"runs": runs})
+    assert [e["name"] for e in prof[1e10]] == ["a", "b"]
+    assert prof[1e10][0]["val_loss"] == 2.5
+    assert isoflop.best_per_budget({"runs": runs})[1e10]["name"] == "b"
+
+
+def test_isoflop_end_to_end_records_failures(tmp_path, monkeypatch):
+    real_run_one = isoflop.run_one
+
+    def flaky(plan, *args, **kwargs):
+        if plan.budget == 2e8:
+            raise RuntimeError("simulated failure")
+        return real_run_one(plan, *args, **kwargs)
+
+    monkeypatch.setattr(isoflop, "run_one", flaky)
+    result = isoflop.main(["--quick", "--out", str(tmp_path)])
+    saved = json.loads((tmp_path / "isoflop_quick.json").read_text())
+    assert saved["runs"] == json.loads(json.dumps(result["runs"]))
+    by = {(r["budget"], r["name"]): r for r in saved["runs"]}
+    assert math.isfinite(by[1e8, "L1-d8"]["val_loss"]) and by[1e8, "L1-d8"]["val_loss"] < math.log(256)
+    assert by[1e8, "L1-d16"]["skip"]  # too few steps at this budget
+    assert "simulated failure" in by[2e8, "L1-d8"]["error"]  # recorded, and the others kept
+    assert saved["paper_M_opt"]["1e+08"] == pytest.approx(optimal_allocation(1e8)[0])
