@@ -44,6 +44,21 @@ def einsum_attention(q, k, v, mask: torch.Tensor | None) -> tuple[torch.Tensor, 
     return torch.einsum("bhts,bhsd->bhtd", weights, v), weights
 
 
+def decode_attention(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """Attention of ONE new token per sequence, without repeating the cached keys and values.
+
+    q: (b, h, 1, d); k, v: (b, k, s, d) as the cache stores them. The r query heads of a group all look at
+    the same key/value head, so they are regrouped as r queries of one head: (b, k, r, d) against
+    (b, k, s, d). This is the same function as repeating k and v r times, but it reads the cache once
+    instead of copying it r times per layer and step (the copy grows with s; for the 67B, r = 8).
+    mask: optional boolean, broadcastable to (b, k, r, s), True where a key may be seen.
+    """
+    r = q.shape[1] // k.shape[1]
+    q_groups = rearrange(q, "b (k r) 1 d -> b k r d", r=r)
+    out = F.scaled_dot_product_attention(q_groups, k, v, attn_mask=mask)
+    return rearrange(out, "b k r d -> b (k r) 1 d")
+
+
 class GroupedQueryAttention(nn.Module):
     def __init__(self, config: ModelConfig, layer_idx: int = 0, impl: str = "sdpa", device=None, dtype=None):
         super().__init__()
@@ -86,19 +101,20 @@ class GroupedQueryAttention(nn.Module):
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         if kv_cache is not None:  # the cache stores k heads, not h: that is GQA's memory saving
             k, v = kv_cache.update(self.layer_idx, k, v)  # now (b, k, s, d) with s = start + t
-        # Repeat each key/value head for the r query heads of its group.
-        k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
-        v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
 
         t = x.shape[1]
         weights = None
-        if self.impl == "einsum" or need_weights:
-            out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device))
-        elif start == 0:
-            out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
-        elif t == 1:  # one new token sees every cached position: no mask needed
-            out = F.scaled_dot_product_attention(q, k, v)
-        else:  # a chunk after a cached prefix; is_causal would align the mask to the wrong corner
-            out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, start, device=x.device))
+        if t == 1 and self.impl == "sdpa" and not need_weights:
+            out = decode_attention(q, k, v)  # one new token: no mask, and no copy of the cache
+        else:
+            # Repeat each key/value head for the r query heads of its group.
+            k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
+            v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
+            if self.impl == "einsum" or need_weights:
+                out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device))
+            elif start == 0:
+                out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
+            else:  # a chunk after a cached prefix; is_causal would align the mask to the wrong corner
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, start, device=x.device))
         out = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
         return (out, weights) if need_weights else out

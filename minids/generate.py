@@ -1,0 +1,158 @@
+"""Text generation with the KV cache: greedy decoding and sampling (temperature, top-k, top-p).
+
+Generation has two phases with very different costs:
+
+    prefill  the whole prompt (b, t) goes through the model in one forward pass; its keys and values fill
+             the first t positions of the cache. Big matrix products: bound by compute.
+    decode   one token per step: the model reads every weight once to produce one row of logits, and the
+             new token's keys and values are appended to the cache. Tiny products: bound by memory
+             bandwidth (how fast the weights stream from memory), not by arithmetic.
+
+The cache is allocated once, for prompt + max_new_tokens positions (`model.new_kv_cache`), so no step
+allocates or copies it. Decode steps skip the id range check (`validate=False`: the ids come from the model's
+own argmax or sampling, so they are in range by construction, and checking would read them back from the
+device) and compute logits for the last position only (`last_only=True`).
+
+`stream_generate` yields each new token as it is chosen (for notebooks and chat loops); `generate` collects
+them into one (b, prompt + new) tensor. With temperature 0 the choice is the argmax (greedy), which is what
+transformers' `generate(do_sample=False)` does; the tests check both give the same ids.
+"""
+
+from __future__ import annotations
+
+from typing import Iterator
+
+import torch
+
+from .model import DeepSeekLM
+
+
+# ---- choosing the next token ------------------------------------------------------------------------
+def top_k_filter(logits: torch.Tensor, k: int) -> torch.Tensor:
+    """Keep the k largest logits of each row, set the others to -inf. logits: (b, vocab)."""
+    k = min(k, logits.shape[-1])
+    kth_largest = torch.topk(logits, k, dim=-1).values[:, -1:]  # (b, 1)
+    return logits.masked_fill(logits < kth_largest, float("-inf"))
+
+
+def top_p_filter(logits: torch.Tensor, p: float) -> torch.Tensor:
+    """Nucleus filtering: keep the smallest set of tokens whose probabilities add up to at least p.
+
+    Sorted from most to least likely, a token is kept when the probability mass *before* it is below p, so
+    the most likely token always survives and p = 1 keeps everything.
+    """
+    sorted_logits, order = torch.sort(logits, dim=-1, descending=True)
+    probs = sorted_logits.softmax(dim=-1)
+    mass_before = probs.cumsum(dim=-1) - probs
+    sorted_logits = sorted_logits.masked_fill(mass_before >= p, float("-inf"))
+    return torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+
+
+def sample_next(
+    logits: torch.Tensor,  # (b, vocab): the scores for the next position
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+) -> torch.Tensor:
+    """The next token of each row, shape (b,). temperature 0 means greedy (argmax; top_k/top_p unused)."""
+    if temperature == 0.0:
+        return logits.argmax(dim=-1)
+    logits = logits.float() / temperature  # < 1 sharpens the distribution, > 1 flattens it
+    if top_k is not None:
+        logits = top_k_filter(logits, top_k)
+    if top_p is not None and top_p < 1.0:
+        logits = top_p_filter(logits, top_p)
+    probs = logits.softmax(dim=-1)
+    return torch.multinomial(probs, num_samples=1, generator=generator).squeeze(-1)
+
+
+# ---- the generation loop ----------------------------------------------------------------------------
+@torch.inference_mode()
+def stream_generate(
+    model: DeepSeekLM,
+    ids: torch.Tensor,  # (b, t) prompt token ids, torch.long
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+) -> Iterator[torch.Tensor]:
+    """Yield the new tokens one step at a time, each a LongTensor of shape (b,).
+
+    With eos_id, a row that has produced eos_id keeps producing eos_id (padding), and the stream stops
+    once every row has finished; so a stream can be shorter than max_new_tokens.
+    """
+    check_generate_args(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eos_id)
+    if max_new_tokens == 0:
+        return
+    batch, prompt_len = ids.shape
+    cache = model.new_kv_cache(batch, max_len=prompt_len + max_new_tokens)  # allocated once, for every step
+    choose = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)  # noqa: E731
+
+    logits = model(ids, cache, last_only=True)  # prefill: (b, 1, vocab)
+    finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
+    for step in range(max_new_tokens):
+        token = choose(logits[:, -1])  # (b,)
+        if eos_id is not None:
+            token = token.masked_fill(finished, eos_id)
+            finished |= token == eos_id
+        yield token
+        if step == max_new_tokens - 1 or (eos_id is not None and bool(finished.all())):
+            return
+        logits = model(token[:, None], cache, last_only=True, validate=False)  # decode: one position
+
+
+def generate(
+    model: DeepSeekLM,
+    ids: torch.Tensor,
+    max_new_tokens: int,
+    temperature: float = 0.0,
+    top_k: int | None = None,
+    top_p: float | None = None,
+    generator: torch.Generator | None = None,
+    eos_id: int | None = None,
+) -> torch.Tensor:
+    """The prompt followed by the generated tokens: LongTensor (b, prompt + new).
+
+    new = max_new_tokens, or fewer when every row has reached eos_id. Greedy when temperature is 0;
+    otherwise samples from softmax(logits / temperature), optionally restricted to the top_k tokens and/or
+    the top_p probability mass. Pass a seeded torch.Generator to make sampling reproducible.
+    """
+    new = list(stream_generate(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eos_id))
+    if not new:
+        return ids.clone()
+    return torch.cat([ids, torch.stack(new, dim=1)], dim=1)
+
+
+# ---- argument checks ----------------------------------------------------------------------------------
+def check_generate_args(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eos_id) -> None:
+    """Fail early, with a message that says what is allowed, before any compute is spent."""
+    if not isinstance(model, DeepSeekLM):
+        raise TypeError(f"generate: model must be a DeepSeekLM, got {type(model).__name__}")
+    if not isinstance(ids, torch.Tensor):
+        raise TypeError(f"generate: ids must be a torch.Tensor of shape (batch, seq), got {type(ids).__name__}")
+    if ids.dtype != torch.long:
+        raise TypeError(f"generate: ids must have dtype torch.long (token ids), got {ids.dtype}")
+    if ids.ndim != 2 or ids.shape[0] == 0 or ids.shape[1] == 0:
+        raise ValueError(f"generate: ids must have shape (batch, seq) with batch, seq >= 1, got {tuple(ids.shape)}")
+    if isinstance(max_new_tokens, bool) or not isinstance(max_new_tokens, int) or max_new_tokens < 0:
+        raise ValueError(f"generate: max_new_tokens must be an int >= 0, got {max_new_tokens!r}")
+    total, limit = ids.shape[1] + max_new_tokens, model.config.max_seq_len
+    if total > limit:
+        raise ValueError(
+            f"generate: prompt ({ids.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} tokens exceeds "
+            f"the model's max_seq_len ({limit})"
+        )
+    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
+        raise ValueError(f"generate: temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
+        raise ValueError(f"generate: top_k must be None or an int >= 1, got {top_k!r}")
+    if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
+        raise ValueError(f"generate: top_p must be None or a number in (0, 1], got {top_p!r}")
+    if generator is not None and not isinstance(generator, torch.Generator):
+        raise TypeError(f"generate: generator must be a torch.Generator or None, got {type(generator).__name__}")
+    vocab = model.config.vocab_size
+    if eos_id is not None and (isinstance(eos_id, bool) or not isinstance(eos_id, int) or not 0 <= eos_id < vocab):
+        raise ValueError(f"generate: eos_id must be None or an int in [0, vocab_size) = [0, {vocab}), got {eos_id!r}")
