@@ -78,13 +78,16 @@ class Setting:
 
 SETTINGS: dict[str, Setting] = {
     # The CPU default: width 64, ~185k non-embedding parameters, 3 depths, 3 seeds, 2 tasks.
-    "cpu": Setting(d_model=64, reference_layers=4, reference_d_ff=176, head_dim=16, kv_ratio=2, layers=(2, 4, 8)),
+    "cpu": Setting(
+        d_model=64, reference_layers=4, reference_d_ff=176, head_dim=16, kv_ratio=2, layers=(2, 4, 8),
+        batch_size={"khop": 16, "corpus": 16}, min_steps=40, evals=5, khop_eval_examples=192, corpus_eval_windows=32,
+    ),
     # One H200: width 256, ~5.8M non-embedding parameters, 4 depths along d_ff plus a thinner, deeper d_model.
     "cuda": Setting(
         d_model=256, reference_layers=8, reference_d_ff=688, head_dim=32, kv_ratio=2, layers=(2, 4, 8, 16),
         widths=(192,), batch_size={"khop": 128, "corpus": 32}, corpus_seq_len=128, peak_lr=2e-3,
-        budget_s=230.0, min_steps=200, max_steps=3000, khop_eval_examples=1024, corpus_eval_windows=128,
-        latency_seq_len=128, latency_repeats=20, throughput_batch=128, deadline_s=340.0,
+        budget_s=220.0, min_steps=200, max_steps=3000, khop_eval_examples=1024, corpus_eval_windows=128,
+        latency_seq_len=128, latency_repeats=20, throughput_batch=128, deadline_s=320.0,
     ),
     # The chapter's live part: seconds on a laptop CPU.
     "tiny": Setting(
@@ -372,6 +375,8 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, help="number of seeds (default: the setting's)")
     parser.add_argument("--budget-s", type=float, help="training seconds to fill (default: the setting's)")
     parser.add_argument("--deadline-s", type=float, help="hard stop in seconds (default: the setting's)")
+    parser.add_argument("--quick", action="store_true",
+                        help="a smoke test of the setting: 1 seed, 2 steps, tiny evaluation and latency sets")
     parser.add_argument("--threads", type=int, default=1,
                         help="CPU threads (default 1: tiny models gain little from more, and shared CPUs lose a lot)")
     args = parser.parse_args(argv)
@@ -391,6 +396,9 @@ def main(argv=None) -> None:
         changes["budget_s"] = args.budget_s
     if args.deadline_s is not None:
         changes["deadline_s"] = args.deadline_s
+    if args.quick:
+        changes = dict(seeds=(0,), steps=2, evals=1, khop_eval_examples=8, corpus_eval_windows=4, latency_repeats=1,
+                       throughput_batch=2, **changes)
     setting = replace(setting, **changes)
     out_path = os.path.join(args.out, f"depth_vs_width_{device.type}.json")
     command = " ".join(["python -m minids.experiments.depth_vs_width"] + [shlex.quote(a) for a in sys.argv[1:]])
@@ -399,3 +407,43 @@ def main(argv=None) -> None:
 
 if __name__ == "__main__":
     main()
+
+
+# ---- reading the results (chapter 06) ------------------------------------------------------------------
+
+
+def summarize(records: list[dict]) -> dict:
+    """Per task and shape: seeds, mean/std of final_loss, accuracy per k (mean, std), tokens/s; and per shape
+    the latency record. Failed and skipped runs are counted, not averaged.
+
+    Returns {"tasks": {task: {shape: {...}}}, "latency": {shape: record}, "shapes": [names, shallow first],
+             "failed": n, "skipped": n}.
+    """
+
+    def mean_std(values):
+        m = sum(values) / len(values)
+        s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+        return m, s
+
+    runs = [r for r in records if r.get("record") == "train"]
+    good = [r for r in runs if "error" not in r and "skipped" not in r]
+    order = sorted({(r["n_layers"], r["d_model"], r["shape"]) for r in good})
+    out = {"tasks": {}, "latency": {}, "shapes": [name for _, _, name in order],
+           "failed": sum("error" in r for r in runs), "skipped": sum("skipped" in r for r in runs)}
+    for r in good:
+        out["tasks"].setdefault(r["task"], {}).setdefault(r["shape"], []).append(r)
+    for task, by_shape in out["tasks"].items():
+        for shape, rs in by_shape.items():
+            loss_m, loss_s = mean_std([r["final_loss"] for r in rs])
+            entry = {"n_layers": rs[0]["n_layers"], "d_model": rs[0]["d_model"], "d_ff": rs[0]["d_ff"],
+                     "axis": rs[0]["axis"], "seeds": len(rs), "loss_mean": loss_m, "loss_std": loss_s,
+                     "tokens_per_s": sum(r["tokens_per_s"] for r in rs) / len(rs), "runs": rs}
+            if rs[0]["accuracy"]:
+                ks = sorted(rs[0]["accuracy"], key=int)
+                entry["acc_mean"] = {k: mean_std([r["accuracy"][k] for r in rs])[0] for k in ks}
+                entry["acc_std"] = {k: mean_std([r["accuracy"][k] for r in rs])[1] for k in ks}
+            by_shape[shape] = entry
+    for r in records:
+        if r.get("record") == "latency" and "error" not in r:
+            out["latency"][r["shape"]] = r
+    return out
