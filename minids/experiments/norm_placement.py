@@ -152,12 +152,14 @@ def train_losses(
     seed: int = 0,
     device="cpu",
     log_every: int = 0,
+    deadline: float | None = None,
 ) -> list[float]:
     """Loss after each AdamW step (the paper's betas 0.9/0.95 and weight decay 0.1, clip 1.0, no warm-up).
 
     The task is a fixed random permutation of the vocabulary applied token by token (target = perm[input]):
     one layer could learn it, so the curve shows how well the *stack* passes the signal, not how hard the
-    task is (the loss starts near ln(vocab_size) and can reach 0). A run stops at the first non-finite loss.
+    task is (the loss starts near ln(vocab_size) and can reach 0). A run stops at the first non-finite loss,
+    or once time.perf_counter() passes `deadline` (so fewer than `steps` losses may come back).
     """
     if placement not in PLACEMENTS:
         raise ValueError(f"placement must be one of {PLACEMENTS}, got {placement!r}")
@@ -177,7 +179,7 @@ def train_losses(
         losses.append(loss.item())
         if log_every and (step + 1) % log_every == 0:
             print(f"    {placement}-norm lr {lr:g} step {step + 1}/{steps}: loss {losses[-1]:.4f}", flush=True)
-        if not math.isfinite(losses[-1]):
+        if not math.isfinite(losses[-1]) or (deadline is not None and time.perf_counter() > deadline):
             break
     return losses
 
@@ -246,10 +248,11 @@ def main(argv: list[str] | None = None) -> int:
             else:
                 for p in PLACEMENTS:
                     losses = train_losses(cfg, p, args.train_steps, lr, std, args.train_batch, args.train_seq_len,
-                                          device=args.device, log_every=max(1, args.train_steps // 5))
+                                          device=args.device, log_every=max(1, args.train_steps // 5),
+                                          deadline=t0 + args.time_limit)
                     records.append(_record("train_loss", losses, "nats", args.device, placement=p, lr=lr,
-                                           steps=args.train_steps, batch=args.train_batch,
-                                           seq_len=args.train_seq_len, **common))
+                                           steps=args.train_steps, completed=len(losses) == args.train_steps,
+                                           batch=args.train_batch, seq_len=args.train_seq_len, **common))
             print(f"{kind} std {std} lr {lr}: done at {time.perf_counter() - t0:.1f} s", flush=True)
         except Exception as e:  # one failed measurement must not lose the others
             failures += 1
