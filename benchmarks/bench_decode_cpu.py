@@ -1,0 +1,145 @@
+"""Batch-1 decode and prefill on the CPU: minids.generate beside transformers' generate, same weights.
+
+    python benchmarks/bench_decode_cpu.py                 # writes benchmarks/results/decode_cpu.json
+    python benchmarks/bench_decode_cpu.py --quick         # a smoke run (few tokens, 1 repeat), no file
+    python benchmarks/bench_decode_cpu.py --profile       # also print where minids' decode step spends time
+
+Models (DeepSeek-shaped: GQA 8:1, SwiGLU with the 8/3 rule, untied lm_head, float32):
+    gqa8-12x256  12 layers x d_model 256 (the 95-layer miniature's layer, 12 times)   ~10M parameters
+    gqa8-100m    16 layers x d_model 768, 16 query / 2 KV heads, vocab 8192            ~110M parameters
+Each minids model is copied into transformers' LlamaForCausalLM (DeepSeekLM.to_hf_state_dict), and both
+generate greedily from the same prompt; the token ids must agree. The two are timed alternately in the same
+process (median of repeats), so a busy machine slows both alike. Decode tokens/s = new tokens / generate
+time with a short prompt (8 tokens, so prefill is a small part); prefill tokens/s = one forward over 512
+tokens (no cache on either side). One thread by default: batch-1 decode is a chain of small matrix-vector
+products, and on a shared machine more threads mostly wait for each other.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import statistics
+import sys
+import time
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from records import record, write_records  # noqa: E402
+
+from minids import DeepSeekLM, ModelConfig  # noqa: E402
+from minids.generate import generate  # noqa: E402
+
+MODELS = {
+    "gqa8-12x256": ModelConfig.preset("deepseek-llm-67b-mini").replace(n_layers=12),
+    "gqa8-100m": ModelConfig(vocab_size=8192, d_model=768, n_layers=16, n_heads=16, n_kv_heads=2, d_ff=2048,
+                             max_seq_len=1024),
+}
+
+
+def hf_twin(model: DeepSeekLM):
+    """transformers' LlamaForCausalLM holding the very same tensors as `model` (no copy)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    hf = LlamaForCausalLM(LlamaConfig(**model.config.to_hf_dict()))
+    hf.load_state_dict(model.to_hf_state_dict(), assign=True)  # its own random weights are dropped
+    hf.generation_config.eos_token_id = None  # always produce max_new_tokens, as minids does without eos_id
+    hf.generation_config.pad_token_id = 0
+    return hf.eval()
+
+
+def timed(fn) -> float:
+    start = time.perf_counter()
+    fn()
+    return time.perf_counter() - start
+
+
+def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict:
+    """Median seconds of each function, called in turn (a, b, a, b, ...) after a warm-up of each."""
+    for fn in fns.values():
+        for _ in range(warmup):
+            fn()
+    times = {name: [] for name in fns}
+    for _ in range(repeats):
+        for name, fn in fns.items():
+            times[name].append(timed(fn))
+    return {name: statistics.median(ts) for name, ts in times.items()}
+
+
+def profile_decode(model: DeepSeekLM, steps: int = 30) -> None:
+    cache = model.new_kv_cache(1, 64 + steps)
+    token = torch.zeros(1, 1, dtype=torch.long)
+    with torch.inference_mode():
+        model(torch.zeros(1, 64, dtype=torch.long), cache)
+        with torch.profiler.profile() as prof:
+            for _ in range(steps):
+                model(token, cache, last_only=True, validate=False)
+    print(prof.key_averages().table(sort_by="self_cpu_time_total", row_limit=15), flush=True)
+
+
+def main(argv=None) -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--models", nargs="+", default=list(MODELS), choices=list(MODELS))
+    parser.add_argument("--new-tokens", type=int, default=64)
+    parser.add_argument("--prompt", type=int, default=8, help="prompt length for the decode measurement")
+    parser.add_argument("--prefill", type=int, default=512, help="tokens of the prefill measurement")
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--quick", action="store_true", help="8 new tokens, 64-token prefill, 1 repeat, no file")
+    parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of minids decode")
+    parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
+                                                      "decode_cpu.json"))
+    args = parser.parse_args(argv)
+    if args.quick:
+        args.new_tokens, args.prefill, args.repeats = 8, 64, 1
+    torch.set_num_threads(args.threads)
+    records = []
+    for name in args.models:
+        cfg = MODELS[name]
+        torch.manual_seed(0)
+        model = DeepSeekLM(cfg, device="cpu").eval()
+        hf = hf_twin(model)
+        n_params = model.num_parameters()
+        print(f"{name}: {n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, d_model {cfg.d_model}, "
+              f"{cfg.attention_kind}, {args.threads} thread(s)", flush=True)
+        prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt))
+        long_prompt = torch.randint(0, cfg.vocab_size, (1, args.prefill))
+
+        ours = generate(model, prompt, args.new_tokens)
+        theirs = hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=args.new_tokens,
+                             do_sample=False)
+        same = torch.equal(ours, theirs)
+        print(f"  greedy token ids equal: {same}", flush=True)
+
+        decode = alternate({
+            "minids": lambda: generate(model, prompt, args.new_tokens),
+            "transformers": lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
+                                                max_new_tokens=args.new_tokens, do_sample=False),
+        }, args.repeats)
+        with torch.inference_mode():
+            prefill = alternate({
+                "minids": lambda: model(long_prompt),
+                "transformers": lambda: hf(long_prompt, use_cache=False),
+            }, args.repeats)
+        extra = dict(batch=1, threads=args.threads, n_params=n_params, dtype="float32")
+        for impl in ("minids", "transformers"):
+            dec, pre = args.new_tokens / decode[impl], args.prefill / prefill[impl]
+            print(f"  {impl:>12}: decode {dec:8.1f} tok/s   prefill {pre:9.1f} tok/s", flush=True)
+            records.append(record("decode_tok_s", impl, name, round(dec, 2), "tokens/s", "cpu", prompt_len=args.prompt,
+                                  new_tokens=args.new_tokens, same_tokens_as_transformers=same, **extra))
+            records.append(record("prefill_tok_s", impl, name, round(pre, 1), "tokens/s", "cpu",
+                                  seq_len=args.prefill, **extra))
+        print(f"  minids / transformers: decode {decode['transformers'] / decode['minids']:.2f}x, "
+              f"prefill {prefill['transformers'] / prefill['minids']:.2f}x", flush=True)
+        if args.profile:
+            profile_decode(model)
+    if not args.quick:
+        write_records(args.out, records)
+        print(f"wrote {len(records)} records to {args.out}", flush=True)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,296 @@
+"""Batch-1 decode of the 7B (and, with --with-67b, the 67B) on one GPU, against the memory-bandwidth floor.
+
+    python benchmarks/bench_decode_gpu.py --device cuda --out benchmarks/results              # 7B
+    python benchmarks/bench_decode_gpu.py --device cuda --with-67b --out benchmarks/results   # 7B, then 67B
+    python benchmarks/bench_decode_gpu.py --device cpu --preset tiny --big-preset deepseek-llm-67b-mini \\
+        --with-67b --dtype fp32 --new-tokens 16 --threads 1 --out /tmp/decode_gpu_check      # a CPU check
+
+At batch 1 every decode step reads every weight once, so the fastest possible step takes
+weight bytes / memory bandwidth: 13.8 GB / 4.3 TB/s = 3.2 ms for the 7B in bf16 (the floor). This script
+measures, on random bf16 weights created directly on the GPU:
+
+    minids eager    generate(): the readable cached path, one Python-launched kernel at a time
+    minids graph    StaticDecoder(capture="graph"): the static step recorded once in a CUDA graph
+    minids compile  StaticDecoder(capture="compile"): torch.compile(mode="reduce-overhead")
+    transformers    LlamaForCausalLM.generate(do_sample=False) on the same tensors (7B only)
+
+and checks that the fast paths produce the greedy tokens of the readable path. Decode time per token is
+(time for N new tokens - time for 1 new token) / (N - 1): the prefill and the first token cancel out.
+Every measurement is isolated (a failure or a time-out is recorded and the next one runs), results are
+rewritten atomically after each one, and the whole run stops itself after --time-budget seconds.
+Records: metrics "decode_tok_s", "decode_ms_per_token", "decode_frac_of_bandwidth_floor", in
+<out>/decode_gpu.json; the log in <out>/decode_gpu.log.
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import gc
+import os
+import signal
+import sys
+import time
+import traceback
+
+import torch
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
+
+from records import record, write_records  # noqa: E402
+
+from minids import DeepSeekLM, ModelConfig  # noqa: E402
+from minids.generate import generate  # noqa: E402
+from minids.static_cache import StaticDecoder  # noqa: E402
+
+START = time.perf_counter()
+LOG = None
+
+
+def log(msg: str) -> None:
+    line = f"[{time.perf_counter() - START:6.1f}s] {msg}"
+    print(line, flush=True)
+    if LOG is not None:
+        LOG.write(line + "\n")
+        LOG.flush()
+
+
+class StageTimeout(Exception):
+    pass
+
+
+@contextlib.contextmanager
+def time_limit(seconds: float):
+    """Raise StageTimeout in this (main) thread after `seconds`; no-op where SIGALRM does not exist."""
+    if not hasattr(signal, "SIGALRM") or seconds <= 0:
+        yield
+        return
+
+    def handler(signum, frame):
+        raise StageTimeout(f"stage ran past its {seconds:.0f} s limit")
+
+    old = signal.signal(signal.SIGALRM, handler)
+    signal.setitimer(signal.ITIMER_REAL, seconds)
+    try:
+        yield
+    finally:
+        signal.setitimer(signal.ITIMER_REAL, 0)
+        signal.signal(signal.SIGALRM, old)
+
+
+def sync(device) -> None:
+    if torch.device(device).type == "cuda":
+        torch.cuda.synchronize()
+
+
+def seconds_per_token(run, n: int, device, repeats: int) -> float:
+    """(median time of run(n) - median time of run(1)) / (n - 1), after one warm-up of each."""
+    def median(k):
+        times = []
+        for _ in range(repeats):
+            sync(device)
+            t0 = time.perf_counter()
+            run(k)
+            sync(device)
+            times.append(time.perf_counter() - t0)
+        return sorted(times)[len(times) // 2]
+
+    run(1), run(n)  # warm-up (and compilation, for the compiled path)
+    return max(median(n) - median(1), 1e-9) / (n - 1)
+
+
+class Bench:
+    def __init__(self, args):
+        self.args, self.records, self.failures = args, [], []
+        self.path = os.path.join(args.out, "decode_gpu.json")
+
+    def remaining(self) -> float:
+        return self.args.time_budget - (time.perf_counter() - START)
+
+    def stage(self, name: str, fn, limit: float) -> object:
+        """Run one measurement under min(limit, remaining budget); record a failure instead of raising."""
+        budget = min(limit, self.remaining() - 5)
+        if budget < 10:
+            log(f"SKIP {name}: only {self.remaining():.0f} s of the time budget left")
+            self.failures.append({"stage": name, "error": "skipped: time budget exhausted"})
+            return None
+        log(f"start {name} (limit {budget:.0f} s)")
+        try:
+            with time_limit(budget):
+                return fn()
+        except Exception as err:  # noqa: BLE001 - one failure must not lose the other measurements
+            log(f"FAILED {name}: {type(err).__name__}: {err}")
+            if not isinstance(err, StageTimeout):
+                log(traceback.format_exc(limit=6))
+            self.failures.append({"stage": name, "error": f"{type(err).__name__}: {err}"[:500]})
+            return None
+        finally:
+            self.save()
+
+    def add(self, impl, model_name, path, sec_per_token, weight_bytes, **extra):
+        floor = weight_bytes / self.args.bandwidth
+        common = dict(batch=1, path=path, new_tokens=self.args.new_tokens, prompt_len=self.args.prompt,
+                      weight_bytes=weight_bytes, bandwidth_B_s=self.args.bandwidth, floor_ms=round(floor * 1e3, 3),
+                      dtype=self.args.dtype, **extra)
+        dev = self.args.device
+        self.records += [
+            record("decode_tok_s", impl, model_name, round(1 / sec_per_token, 2), "tokens/s", dev, **common),
+            record("decode_ms_per_token", impl, model_name, round(sec_per_token * 1e3, 3), "ms", dev, **common),
+            record("decode_frac_of_bandwidth_floor", impl, model_name, round(floor / sec_per_token, 4),
+                   "fraction", dev, **common),
+        ]
+        log(f"  {impl} {path} {model_name}: {sec_per_token * 1e3:.2f} ms/token, {1 / sec_per_token:.1f} tok/s, "
+            f"{floor / sec_per_token:.1%} of the bandwidth floor ({floor * 1e3:.2f} ms)")
+        self.save()
+
+    def save(self):
+        out = self.records + ([{"failures": self.failures}] if self.failures else [])
+        write_records(self.path, out)
+
+
+def build(preset: str, device, dtype) -> DeepSeekLM:
+    """Random weights, created once, directly on the device in the final dtype (no CPU copy)."""
+    torch.manual_seed(0)
+    model = DeepSeekLM(ModelConfig.preset(preset), device="meta", dtype=dtype)
+    return model.materialize(device).eval()
+
+
+def check_fast_path(bench, model, name, prompt, decoder, capture, steps=8):
+    """Greedy tokens of the captured static path vs the readable cached path (bf16 may break near-ties)."""
+    plain = generate(model, prompt, steps)
+    fast = decoder.generate(prompt, steps)
+    t = prompt.shape[1]
+    agree = int((plain[0, t:] == fast[0, t:]).cumprod(0).sum())
+    with torch.inference_mode():
+        top2 = model(plain[:, :-1], last_only=True)[0, -1].float().topk(2).values
+    log(f"  {name} {capture}: first {agree} of {steps} greedy tokens equal the readable path "
+        f"(last step's top-2 logit margin {float(top2[0] - top2[1]):.4f})")
+    bench.records.append(record("greedy_tokens_equal_readable", "minids", name, agree, "tokens", bench.args.device,
+                                path=capture, steps=steps))
+    return agree
+
+
+def run_model(bench: Bench, preset: str, captures: list[str], with_hf: bool) -> None:
+    args, device = bench.args, torch.device(bench.args.device)
+    dtype = getattr(torch, {"bf16": "bfloat16", "fp32": "float32", "fp16": "float16"}[args.dtype])
+    t0 = time.perf_counter()
+    model = build(preset, device, dtype)
+    sync(device)
+    weight_bytes = sum(p.numel() * p.element_size() for p in model.parameters())
+    log(f"{preset}: {weight_bytes / 1e9:.2f} GB of weights materialised on {device} in "
+        f"{time.perf_counter() - t0:.1f} s; floor {weight_bytes / args.bandwidth * 1e3:.2f} ms/token")
+    prompt = torch.randint(0, model.config.vocab_size, (1, args.prompt), device=device)
+    n = args.new_tokens
+    max_len = args.prompt + n
+
+    # The readable path: few tokens are enough, it is slow.
+    n_eager = min(n, args.eager_tokens)
+    spt = bench.stage(f"{preset} minids eager", lambda: seconds_per_token(
+        lambda k: generate(model, prompt, k), n_eager, device, repeats=1), limit=120)
+    if spt:
+        bench.add("minids", preset, "eager", spt, weight_bytes, measured_tokens=n_eager)
+
+    for capture in captures:
+        def measure():
+            decoder = StaticDecoder(model, 1, max_len, capture=capture)
+            t = time.perf_counter()
+            decoder.generate(prompt, 2)  # records the CUDA graph / compiles
+            sync(device)
+            log(f"  {capture}: first call (capture/compile) {time.perf_counter() - t:.1f} s")
+            check_fast_path(bench, model, preset, prompt, decoder, capture)
+            return seconds_per_token(lambda k: decoder.generate(prompt, k), n, device, repeats=args.repeats)
+
+        spt = bench.stage(f"{preset} minids {capture}", measure, limit=300 if capture == "compile" else 120)
+        if spt:
+            bench.add("minids", preset, capture if capture != "none" else "static", spt, weight_bytes)
+        gc.collect()
+
+    if with_hf:
+        def hf_measure():
+            hf = hf_twin(model, device)
+
+            def run(k):
+                with torch.inference_mode():
+                    return hf.generate(prompt, attention_mask=torch.ones_like(prompt), max_new_tokens=k,
+                                       min_new_tokens=k, do_sample=False)
+
+            ours = generate(model, prompt, min(n, 32))
+            theirs = run(min(n, 32))
+            same = int((ours[0, args.prompt:] == theirs[0, args.prompt:]).cumprod(0).sum())
+            log(f"  transformers: first {same} of {min(n, 32)} greedy tokens equal minids' readable path")
+            spt = seconds_per_token(run, n, device, repeats=1)
+            bench.add("transformers", preset, "generate", spt, weight_bytes, same_leading_tokens=same)
+            del hf
+
+        bench.stage(f"{preset} transformers generate", hf_measure, limit=150)
+    del model
+    gc.collect()
+    if device.type == "cuda":
+        torch.cuda.empty_cache()
+
+
+def hf_twin(model: DeepSeekLM, device):
+    """transformers' LlamaForCausalLM on the very same weight tensors (no second copy of the weights)."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    config = LlamaConfig(**model.config.to_hf_dict())
+    with torch.device("meta"):
+        hf = LlamaForCausalLM(config)
+    hf.load_state_dict(model.to_hf_state_dict(), assign=True)
+    with torch.device(device):  # its inv_freq buffer is not in the state dict: build it on the device
+        hf.model.rotary_emb = LlamaRotaryEmbedding(config)
+    hf.generation_config.eos_token_id = None
+    hf.generation_config.pad_token_id = 0
+    return hf.eval()
+
+
+def main(argv=None) -> None:
+    global LOG
+    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--device", default="cuda")
+    p.add_argument("--preset", default="deepseek-llm-7b")
+    p.add_argument("--big-preset", default="deepseek-llm-67b", help="the model of --with-67b")
+    p.add_argument("--with-67b", action="store_true", help="after the 7B, free it and run --big-preset too")
+    p.add_argument("--dtype", default="bf16", choices=["bf16", "fp16", "fp32"])
+    p.add_argument("--new-tokens", type=int, default=256)
+    p.add_argument("--prompt", type=int, default=16)
+    p.add_argument("--eager-tokens", type=int, default=32, help="new tokens for the (slow) readable path")
+    p.add_argument("--repeats", type=int, default=3)
+    p.add_argument("--no-compile", action="store_true", help="skip torch.compile (e.g. on a CPU)")
+    p.add_argument("--no-hf", action="store_true", help="skip transformers' generate")
+    p.add_argument("--big-compile", action="store_true", help="also torch.compile the 67B (slow to compile)")
+    p.add_argument("--bandwidth", type=float, default=4.3e12, help="memory bandwidth in B/s for the floor")
+    p.add_argument("--time-budget", type=float, default=400, help="seconds for the whole run")
+    p.add_argument("--threads", type=int, default=None, help="CPU threads (1 for a CPU check on a busy machine)")
+    p.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results"))
+    args = p.parse_args(argv)
+    os.makedirs(args.out, exist_ok=True)
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    LOG = open(os.path.join(args.out, "decode_gpu.log"), "w")
+    log(f"torch {torch.__version__}, device {args.device}"
+        + (f" ({torch.cuda.get_device_name()})" if args.device.startswith("cuda") else ""))
+    bench = Bench(args)
+    on_gpu = torch.device(args.device).type == "cuda"
+    captures = (["graph"] + ([] if args.no_compile else ["compile"])) if on_gpu else ["none"]
+    runs = [(args.preset, captures, not args.no_hf)]
+    if args.with_67b:  # after the 7B and its transformers twin are freed: the 67B needs ~135 GB
+        big = (["graph"] + (["compile"] if args.big_compile and not args.no_compile else [])) if on_gpu else ["none"]
+        runs.append((args.big_preset, big, False))
+    for preset, caps, with_hf in runs:
+        try:
+            run_model(bench, preset, caps, with_hf)
+        except Exception as err:  # noqa: BLE001 - e.g. out of memory while materialising
+            log(f"FAILED {preset}: {type(err).__name__}: {err}")
+            bench.failures.append({"stage": preset, "error": f"{type(err).__name__}: {err}"[:500]})
+            gc.collect()
+            if on_gpu:
+                torch.cuda.empty_cache()
+    bench.save()
+    log(f"done: {len(bench.records)} records, {len(bench.failures)} failures -> {bench.path}")
+
+
+if __name__ == "__main__":
+    main()
