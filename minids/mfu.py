@@ -109,3 +109,26 @@ def measure_matmul_peak(device="cuda", dtype: torch.dtype = torch.bfloat16, n: i
         sync()
         best = min(best, time.perf_counter() - start)
     return 2 * n**3 / best
+
+
+def measure_copy_bandwidth(device="cuda", nbytes: int | None = None, repeats: int = 10) -> float:
+    """Bytes/s of a device-to-device copy (each byte read once and written once, both counted).
+
+    The second ceiling: batch-1 decoding reads every weight once per token, so it can go no faster than
+    weight bytes / bandwidth. nbytes defaults to 2 GiB on a GPU (well past any cache) and 64 MiB on the CPU.
+    """
+    device = torch.device(device)
+    nbytes = nbytes or (2**31 if device.type == "cuda" else 2**26)
+    src = torch.empty(nbytes, dtype=torch.uint8, device=device)
+    dst = torch.empty_like(src)
+    sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
+    for _ in range(2):
+        dst.copy_(src)
+    sync()
+    best = float("inf")
+    for _ in range(repeats):
+        start = time.perf_counter()
+        dst.copy_(src)
+        sync()
+        best = min(best, time.perf_counter() - start)
+    return 2 * nbytes / best
