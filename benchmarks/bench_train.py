@@ -38,7 +38,7 @@ def small_config() -> ModelConfig:
 
 
 def main():
-    p = common_args(__doc__.splitlines()[0], budget_s=100)
+    p = common_args(__doc__.splitlines()[0], budget_s=110)
     p.add_argument("--batch", type=int, default=8)
     p.add_argument("--seq-len", type=int, default=2048)
     args = p.parse_args()

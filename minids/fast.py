@@ -46,10 +46,21 @@ def compile_model(model: nn.Module, *, dynamic: bool = False, backend: str = "in
     if layers is None or not hasattr(model, "norm"):
         raise TypeError(f"compile_model takes a DeepSeekLM (with .layers and .norm), got {type(model).__name__}")
     options = dict(dynamic=dynamic, backend=backend, mode=mode)
+    _allow_recompiles(len(layers) + 8)
     for layer in layers:
         layer.compile(**options)
     model.norm.compile(**options)
     return model
+
+
+def _allow_recompiles(at_least: int) -> None:
+    """Older torch (< 2.5) guards each layer module separately and would recompile per layer; past the
+    recompile limit (8) it silently falls back to eager. Raise the limit so every layer stays compiled."""
+    config = torch._dynamo.config
+    for name in ("recompile_limit", "cache_size_limit"):  # renamed in newer torch; set whichever exists
+        if hasattr(config, name) and getattr(config, name) < at_least:
+            setattr(config, name, at_least)
+            return
 
 
 def uncompile_model(model: nn.Module) -> nn.Module:
