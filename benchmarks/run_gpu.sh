@@ -7,7 +7,8 @@
 #
 # Each script runs in its own process (the 67B needs a clean card) under a hard timeout; each writes its
 # records after every measurement, so a timeout or a crash keeps what was measured. Extra flags go to all
-# three scripts. Logs: OUT/<script>.log. Then benchmarks/RESULTS.md is rebuilt from OUT.
+# three scripts. Logs: OUT/<script>.log. Then the table is rebuilt from OUT (benchmarks/RESULTS.md when OUT is
+# benchmarks/results, else OUT/RESULTS.md).
 set -uo pipefail
 out=${1:-benchmarks/results}
 shift || true
@@ -30,6 +31,8 @@ for job in "bench_prefill 130" "bench_train 160" "bench_67b 120"; do
   rc=${PIPESTATUS[0]}
   [ "$rc" -ne 0 ] && { echo "!!! $script exited with $rc (records so far are kept)"; status=1; }
 done
-"$py" benchmarks/make_results_md.py --results "$out" --output "$out/RESULTS.md" || status=1
+md="$out/RESULTS.md"
+[ "$(realpath "$out")" = "$(realpath benchmarks/results)" ] && md=benchmarks/RESULTS.md  # the committed table
+"$py" benchmarks/make_results_md.py --results "$out" --output "$md" || status=1
 echo "=== all done in $((SECONDS - start))s; results in $out (status $status) ==="
 exit $status
