@@ -3,13 +3,16 @@
     python benchmarks/bench_decode_cpu.py                 # writes benchmarks/results/decode_cpu.json
     python benchmarks/bench_decode_cpu.py --quick         # a smoke run (few tokens, 1 repeat), no file
     python benchmarks/bench_decode_cpu.py --profile       # also print where minids' decode step spends time
+    python benchmarks/bench_decode_cpu.py --no-compile    # only the eager paths (no C++ compiler needed)
 
 Models (DeepSeek-shaped: GQA 8:1, SwiGLU with the 8/3 rule, untied lm_head, float32):
     gqa8-12x256  12 layers x d_model 256 (the 95-layer miniature's layer, 12 times)   ~10M parameters
     gqa8-100m    16 layers x d_model 768, 16 query / 2 KV heads, vocab 8192            ~110M parameters
 Each minids model is copied into transformers' LlamaForCausalLM (DeepSeekLM.to_hf_state_dict), and both
 generate greedily from the same prompt; the token ids must agree. The two are timed alternately in the same
-process (median of repeats), so a busy machine slows both alike. Decode tokens/s = new tokens / generate
+process (median of repeats), so a busy machine slows both alike. minids is measured twice: `generate` (the
+readable eager path) and `StaticDecoder(capture="compile")` (the static decode step through torch.compile;
+its compile time is printed, not counted). Decode tokens/s = new tokens / generate
 time with a short prompt (8 tokens, so prefill is a small part); prefill tokens/s = one forward over 512
 tokens (no cache on either side). One thread by default: batch-1 decode is a chain of small matrix-vector
 products, and on a shared machine more threads mostly wait for each other.
@@ -32,6 +35,7 @@ from records import record, write_records  # noqa: E402
 
 from minids import DeepSeekLM, ModelConfig  # noqa: E402
 from minids.generate import generate  # noqa: E402
+from minids.static_cache import StaticDecoder  # noqa: E402
 
 MODELS = {
     "gqa8-12x256": ModelConfig.preset("deepseek-llm-67b-mini").replace(n_layers=12),
@@ -89,6 +93,8 @@ def main(argv=None) -> None:
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--threads", type=int, default=1)
     parser.add_argument("--quick", action="store_true", help="8 new tokens, 64-token prefill, 1 repeat, no file")
+    parser.add_argument("--no-compile", action="store_true",
+                        help="skip minids' torch.compiled static step (needs a C++ compiler; ~1 min to compile)")
     parser.add_argument("--profile", action="store_true", help="print a torch.profiler table of minids decode")
     parser.add_argument("--out", default=os.path.join(os.path.dirname(os.path.abspath(__file__)), "results",
                                                       "decode_cpu.json"))
@@ -114,26 +120,41 @@ def main(argv=None) -> None:
         same = torch.equal(ours, theirs)
         print(f"  greedy token ids equal: {same}", flush=True)
 
-        decode = alternate({
+        runs = {
             "minids": lambda: generate(model, prompt, args.new_tokens),
             "transformers": lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                                                 max_new_tokens=args.new_tokens, do_sample=False),
-        }, args.repeats)
+        }
+        if not args.no_compile:  # the fast path: the static decode step, compiled (compile time not counted)
+            decoder = StaticDecoder(model, 1, args.prompt + args.new_tokens, capture="compile")
+            t0 = time.perf_counter()
+            compiled_same = torch.equal(decoder.generate(prompt, args.new_tokens), ours)
+            print(f"  compiled static step: {time.perf_counter() - t0:.0f} s to compile; same tokens: "
+                  f"{compiled_same}", flush=True)
+            runs["minids-compiled"] = lambda: decoder.generate(prompt, args.new_tokens)
+        decode = alternate(runs, args.repeats)
         with torch.inference_mode():
             prefill = alternate({
                 "minids": lambda: model(long_prompt),
                 "transformers": lambda: hf(long_prompt, use_cache=False),
             }, args.repeats)
         extra = dict(batch=1, threads=args.threads, n_params=n_params, dtype="float32")
-        for impl in ("minids", "transformers"):
-            dec, pre = args.new_tokens / decode[impl], args.prefill / prefill[impl]
-            print(f"  {impl:>12}: decode {dec:8.1f} tok/s   prefill {pre:9.1f} tok/s", flush=True)
-            records.append(record("decode_tok_s", impl, name, round(dec, 2), "tokens/s", "cpu", prompt_len=args.prompt,
-                                  new_tokens=args.new_tokens, same_tokens_as_transformers=same, **extra))
-            records.append(record("prefill_tok_s", impl, name, round(pre, 1), "tokens/s", "cpu",
+        for key in decode:
+            impl, path = ("minids", "compiled static step") if key == "minids-compiled" else (key, "eager")
+            dec = args.new_tokens / decode[key]
+            print(f"  {key:>15}: decode {dec:8.1f} tok/s", flush=True)
+            same_key = compiled_same if key == "minids-compiled" else same
+            records.append(record("decode_tok_s", impl, name, round(dec, 2), "tokens/s", "cpu", path=path,
+                                  prompt_len=args.prompt, new_tokens=args.new_tokens,
+                                  same_tokens_as_transformers=same_key, **extra))
+        for impl in prefill:
+            pre = args.prefill / prefill[impl]
+            print(f"  {impl:>15}: prefill {pre:9.1f} tok/s", flush=True)
+            records.append(record("prefill_tok_s", impl, name, round(pre, 1), "tokens/s", "cpu", path="eager",
                                   seq_len=args.prefill, **extra))
-        print(f"  minids / transformers: decode {decode['transformers'] / decode['minids']:.2f}x, "
-              f"prefill {prefill['transformers'] / prefill['minids']:.2f}x", flush=True)
+        ratios = ", ".join(f"{k} {decode['transformers'] / decode[k]:.2f}x" for k in decode if k != "transformers")
+        print(f"  decode speed vs transformers: {ratios}; prefill minids "
+              f"{prefill['transformers'] / prefill['minids']:.2f}x", flush=True)
         if args.profile:
             profile_decode(model)
     if not args.quick:

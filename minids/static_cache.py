@@ -93,14 +93,19 @@ class CUDAGraphStep:
 
 
 def compiled_step(model: DeepSeekLM, cache: KVCache) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
-    """torch.compile(mode="reduce-overhead") of the static step: fused kernels, replayed as CUDA graphs."""
+    """torch.compile of the static step: fused kernels; on CUDA mode="reduce-overhead" replays CUDA graphs.
+
+    On a CPU the default mode applies (there are no CUDA graphs; fusing the small element-wise operations
+    into a few C++ loops is what it gains).
+    """
+    on_cuda = cache.keys[0].device.type == "cuda"
     for buffer in cache.keys + cache.values:  # mutated in place every step: their addresses must not move
         torch._dynamo.mark_static_address(buffer)
 
     def step(token, pos):
         return static_decode_step(model, cache, token, pos)
 
-    return torch.compile(step, mode="reduce-overhead", fullgraph=True)
+    return torch.compile(step, mode="reduce-overhead" if on_cuda else None, fullgraph=True)
 
 
 class StaticDecoder:
@@ -138,7 +143,7 @@ class StaticDecoder:
         pos = torch.full((1,), prompt_len, dtype=torch.long, device=ids.device)
         new = [token]
         for _ in range(max_new_tokens - 1):
-            if self.capture == "compile":
+            if self.capture == "compile" and ids.is_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
             token = self.step(token, pos).argmax(-1, keepdim=True)
             pos += 1
