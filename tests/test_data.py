@@ -104,12 +104,13 @@ def test_khop_answers_and_hop_counts_are_right():
         answers = solve(text[: 4 * task.n_variables])
         assert len(answers) == 21 and len(set(answers)) == 21  # 21 distinct variables
         positions = torch.nonzero(hops[row]).flatten().tolist()
-        assert sorted(hops[row, positions].tolist()) == [1, 2, 3, 4, 5, 6]  # one query per k
+        assert positions == [task.seq_len - 1]  # one query, answered by the last target
         for i in positions:
             var = tok.decode([int(x[row, i - 1])])
             assert tok.decode([int(x[row, i - 2])]) == "?" and tok.decode([int(x[row, i])]) == "="
             assert answers[var] == (tok.decode([int(y[row, i])]), int(hops[row, i]))
         assert (y[row][hops[row] == 0] == -100).all()
+    assert set(hops[:, -1].tolist()) == {1, 2, 3, 4, 5, 6}  # every k is asked across the batch
 
 
 def test_khop_is_seeded_and_the_baseline_is_a_digit_guess():
@@ -119,5 +120,7 @@ def test_khop_is_seeded_and_the_baseline_is_a_digit_guess():
     baseline = task.context_digit_baseline(task.eval_set(4000))
     # P(a random chain's digit equals mine) = 1/6 (itself) + 5/6 * 1/10 = 0.25
     assert baseline == pytest.approx(0.25, abs=0.01)
+    four = KHopTask(max_hops=4)  # 1/4 + 3/4 * 1/10
+    assert four.context_digit_baseline(four.eval_set(4000)) == pytest.approx(0.325, abs=0.01)
     with pytest.raises(ValueError, match="max_hops <= 6"):
         KHopTask(max_hops=7)

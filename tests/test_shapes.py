@@ -63,3 +63,29 @@ def test_errors_name_the_problem():
         heads_for(100, 16, 1)
     with pytest.raises(ValueError, match="must be a multiple of kv_ratio"):
         heads_for(48, 16, 2)
+
+
+def test_pregenerated_batches_are_the_stream_train_would_draw():
+    import torch
+
+    from minids.data import KHopTask
+    from minids.experiments.depth_vs_width import pregenerated
+
+    get_batch = KHopTask(max_hops=3).batches(4)
+    fast = pregenerated(get_batch, 3, seed=5, device="cpu")
+    generator = torch.Generator().manual_seed(5)  # train() seeds its generator with TrainConfig.seed
+    for step in range(3):
+        x, y = get_batch(step, generator)
+        fx, fy = fast(step, None)
+        assert torch.equal(x, fx) and torch.equal(y, fy)
+
+
+def test_steps_follow_each_tasks_share_of_the_budget():
+    from dataclasses import replace
+
+    from minids.experiments.depth_vs_width import SETTINGS, choose_steps
+
+    setting = replace(SETTINGS["cuda"], budget_s=100.0, min_steps=1, max_steps=10**6)
+    per_step = {("A", "khop"): 0.01, ("B", "khop"): 0.01, ("A", "corpus"): 0.01, ("B", "corpus"): 0.01}
+    khop, corpus = (choose_steps(setting, per_step, 1, t, eval_overhead=1.0) for t in ("khop", "corpus"))
+    assert (khop, corpus) == (3750, 1250)  # 75 s / 0.02 s and 25 s / 0.02 s
