@@ -10,17 +10,29 @@
     model.py       DeepSeekLM, the whole model
     accounting.py  parameters, KV-cache bytes and FLOPs from the config
     hf.py          Llama-format (Hugging Face) checkpoints in and out
+    generate.py    generation with the KV cache: greedy, temperature, top-k, top-p, streaming
+    static_cache.py  a fixed-shape decode step for CUDA graphs / torch.compile
+    schedule.py    warm-up + the paper's multi-step learning-rate schedule (and cosine)
+    train.py       the training loop with the paper's recipe; checkpoint.py: atomic, resumable
+    data/          the byte tokenizer, the stdlib-docstring corpus, the k-hop tasks
+    shapes.py      parameter-matched deep-vs-wide model families
+    scaling.py     the paper's scaling laws (Eq. 1, 2, 4; Tables 2-4)
+    pipeline/      cost model, partitioning and torch.distributed.pipelining stages
+    mfu.py, fast.py  MFU and the roofline; compiled / fused fast paths
+    experiments/   runnable studies whose results the chapters plot
 """
 
 from .accounting import ParamCount, count_params, kv_cache_bytes, matmul_flops_per_token, paper_M, six_n
 from .attention import GroupedQueryAttention
 from .config import ModelConfig
 from .ffn import SwiGLU, swiglu_hidden_size
+from .generate import generate, stream_generate
 from .hf import CheckpointError
 from .kv_cache import KVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
 from .norm import RMSNorm
+from . import scaling
 from .rope import (
     RotaryEmbedding,
     apply_rope,
@@ -30,7 +42,10 @@ from .rope import (
     rope_inv_freq,
     rotate_half,
 )
+from .schedule import cosine_lr, multistep_lr
+from .shapes import Shape, param_matched_family
 from .source import show_source
+from .train import TrainConfig, train
 
 __version__ = "0.1.0"
 
@@ -40,4 +55,6 @@ __all__ = [
     "swiglu_hidden_size", "CheckpointError", "show_source",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",
     "rope_inv_freq", "rotate_half",
+    "generate", "stream_generate", "TrainConfig", "train", "multistep_lr", "cosine_lr", "Shape",
+    "param_matched_family", "scaling",
 ]

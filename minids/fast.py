@@ -25,8 +25,9 @@ from typing import Callable
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
 from torch import nn
+
+from .train import lm_loss
 
 SDPA_BACKENDS = ("default", "flash", "cudnn", "efficient", "math")
 
@@ -112,9 +113,8 @@ def fused_adamw(params, lr: float = 4.2e-4, betas=(0.9, 0.95), weight_decay: flo
     return torch.optim.AdamW(params, lr=lr, betas=betas, weight_decay=weight_decay, eps=eps, **kw)
 
 
-def next_token_loss(logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
-    """Mean cross-entropy of logits (b, t, vocab) against target ids (b, t), computed in float32."""
-    return F.cross_entropy(rearrange(logits.float(), "b t v -> (b t) v"), rearrange(targets, "b t -> (b t)"))
+# The project's one loss (float32 cross-entropy over every position) lives in train.py.
+next_token_loss = lm_loss
 
 
 def compiled_loss(backend: str = "inductor") -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:

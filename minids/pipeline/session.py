@@ -19,10 +19,10 @@ import time
 
 import torch
 import torch.distributed as dist
-import torch.nn.functional as F
 
 from ..config import ModelConfig
 from ..model import DeepSeekLM
+from ..train import lm_loss
 from .stage import build_stage, init_by_name
 
 # Agreement demanded of the pipeline against the single-process model (relative errors). The pipeline
@@ -34,7 +34,7 @@ def lm_loss_fn(n_microbatches: int):
     the gradients of the whole batch's mean loss, whichever way this torch version scales them."""
 
     def loss_fn(logits, targets):
-        return F.cross_entropy(logits.float().flatten(0, 1), targets.flatten()) / n_microbatches
+        return lm_loss(logits, targets) / n_microbatches
 
     return loss_fn
 
@@ -148,7 +148,7 @@ def check_against_reference(args, config, module, rank, world, device, dtype, id
     init_by_name(ref, args.seed)
     ref_params = dict(ref.named_parameters())
     logits = ref(ids)
-    loss = F.cross_entropy(logits.float().flatten(0, 1), targets.flatten())
+    loss = lm_loss(logits, targets)
     loss.backward()
     errs = {
         "weights": max((p - ref_params[n]).abs().max().item() for n, p in module.named_parameters()),
