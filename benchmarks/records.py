@@ -8,17 +8,14 @@ atomically (temp file + rename), so an interrupted benchmark never leaves a half
 from __future__ import annotations
 
 import datetime
-import json
 import os
 import platform
 import shlex
-import statistics
 import sys
-import tempfile
-import time
-from typing import Callable
 
 import torch
+
+from minids.results import median_time, write_json_atomic  # noqa: F401  (median_time: re-exported)
 
 
 def device_name(device: str | torch.device) -> str:
@@ -40,24 +37,4 @@ def record(metric: str, impl: str, model: str, value: float, unit: str, device, 
 
 def write_records(path: str, records: list[dict]) -> None:
     """Write (replace) a results file atomically."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(records, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def median_time(fn: Callable[[], object], device, warmup: int = 2, repeats: int = 5) -> float:
-    """Median wall time in seconds of fn() over `repeats` runs after `warmup`, synchronising CUDA."""
-    sync = torch.cuda.synchronize if torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - start)
-    return statistics.median(times)
+    write_json_atomic(path, records)

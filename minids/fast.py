@@ -24,7 +24,6 @@ import contextlib
 from typing import Callable
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from .train import lm_loss

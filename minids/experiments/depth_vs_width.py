@@ -29,9 +29,7 @@ import math
 import os
 import platform
 import shlex
-import statistics
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass, field, replace
@@ -40,7 +38,8 @@ import torch
 
 from ..data import KHopTask, corpus_manifest, corpus_tokens, lm_batches, lm_eval_windows
 from ..shapes import Shape, budget_of, param_matched_family
-from ..train import TrainConfig, autocast_context, lm_loss, train
+from ..results import median_time, write_json_atomic
+from ..train import TrainConfig, lm_loss, train
 
 TASKS = ("khop", "corpus")
 
@@ -222,20 +221,6 @@ def train_one(setting: Setting, shape: Shape, task: _Task, seed: int, steps: int
 # ---- cost: latency and throughput ----------------------------------------------------------------------
 
 
-def _median_time(fn, device, warmup: int, repeats: int) -> float:
-    sync = (lambda: torch.cuda.synchronize(device)) if torch.device(device).type == "cuda" else (lambda: None)
-    for _ in range(warmup):
-        fn()
-    sync()
-    times = []
-    for _ in range(repeats):
-        t0 = time.perf_counter()
-        fn()
-        sync()
-        times.append(time.perf_counter() - t0)
-    return statistics.median(times)
-
-
 @torch.no_grad()
 def measure_latency(setting: Setting, shape: Shape, device) -> dict:
     """Median forward latencies of one shape: batch-1 prefill, one decoding step, and batched throughput."""
@@ -250,7 +235,7 @@ def measure_latency(setting: Setting, shape: Shape, device) -> dict:
     prompt = torch.randint(0, shape.config.vocab_size, (1, t), generator=gen).to(device)
     batch = torch.randint(0, shape.config.vocab_size, (setting.throughput_batch, t), generator=gen).to(device)
     reps = setting.latency_repeats
-    prefill = _median_time(lambda: model(prompt, validate=False), device, 2, reps)
+    prefill = median_time(lambda: model(prompt, validate=False), device, 2, reps)
     cache = model.new_kv_cache(1, t + 1)
     model(prompt[:, :-1], kv_cache=cache, validate=False)  # fill t - 1 positions, then time the last token
 
@@ -258,8 +243,8 @@ def measure_latency(setting: Setting, shape: Shape, device) -> dict:
         cache.length = t - 1
         model(prompt[:, -1:], kv_cache=cache, validate=False)
 
-    decode = _median_time(decode_step, device, 2, reps)
-    batched = _median_time(lambda: model(batch, validate=False), device, 1, max(3, reps // 2))
+    decode = median_time(decode_step, device, 2, reps)
+    batched = median_time(lambda: model(batch, validate=False), device, 1, max(3, reps // 2))
     cfg = shape.config
     return {
         "record": "latency", "shape": shape.name, "axis": shape.axis, "n_layers": cfg.n_layers,
@@ -327,7 +312,7 @@ def run_experiment(setting: Setting, device="cpu", out_path: str | None = None, 
 
     def save():
         if out_path:
-            _write_json(out_path, records)
+            write_json_atomic(out_path, records)
 
     log(f"depth_vs_width on {device_name(device)}: {len(shapes)} shapes, budget {shapes[0].budget:,} "
         f"non-embedding parameters")
@@ -389,16 +374,6 @@ def run_experiment(setting: Setting, device="cpu", out_path: str | None = None, 
     save()
     log(f"done in {records[0]['total_seconds']:.0f} s" + (f"; wrote {out_path}" if out_path else ""))
     return records
-
-
-def _write_json(path: str, records: list[dict]) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(records, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp, 0o644)
-    os.replace(tmp, path)
 
 
 def load_results(path: str) -> list[dict]:

@@ -32,12 +32,10 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import platform
 import sys
-import tempfile
 import time
 import traceback
 from dataclasses import asdict, dataclass
@@ -48,6 +46,7 @@ from ..config import ModelConfig
 from ..data import corpus_tokens, lm_batches, lm_eval_windows
 from ..model import DeepSeekLM
 from ..scaling import optimal_allocation, optimal_batch_tokens, optimal_lr, real_flops_per_token
+from ..results import write_json_atomic
 from ..train import TrainConfig, lm_loss, train
 
 # (n_layers, d_model, n_heads): head_dim 16 (8 for the smallest), MHA like the 7B, d_ff = 8/3 d_model
@@ -148,16 +147,6 @@ def run_one(plan: PlannedRun, train_ids: torch.Tensor, val: tuple[torch.Tensor, 
         "tokens_per_s": history["tokens_per_s"],
         "finite": all(math.isfinite(x) for x in history["losses"]),
     }
-
-
-def _write_json_atomic(path: str, data: dict) -> None:
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(data, f, indent=1)
-        f.write("\n")
-    os.chmod(tmp, 0o644)  # mkstemp makes files private; results are for everyone
-    os.replace(tmp, path)
 
 
 def _device_name(device: str) -> str:
@@ -266,7 +255,7 @@ def _run(args: argparse.Namespace) -> dict:
             print(f"[{i + 1}/{n}] seed {seed} C={plan.budget:.0e} {plan.name:>8}: skipped ({record['skip']})", flush=True)
         result["runs"].append(record)
         result["seconds"] = time.perf_counter() - start
-        _write_json_atomic(path, result)
+        write_json_atomic(path, result)
     for budget, run in best_per_budget(result).items():
         print(f"C={budget:.0e}: loss-optimal {run['name']} (M={run['M']:.3g}, mean val loss {run['val_loss']:.4f}); "
               f"the paper's M_opt(C) = {optimal_allocation(budget)[0]:.3g}", flush=True)

@@ -27,11 +27,9 @@ from __future__ import annotations
 
 import argparse
 import datetime
-import json
 import math
 import os
 import sys
-import tempfile
 import time
 from dataclasses import asdict, dataclass
 
@@ -41,6 +39,7 @@ import torch.nn.functional as F
 from ..config import ModelConfig
 from ..layer import DecoderLayer
 from ..model import DeepSeekLM
+from ..results import write_json_atomic
 
 PLACEMENTS = ("pre", "post")
 
@@ -195,16 +194,6 @@ def _record(metric, value, unit, device, **extra) -> dict:
             "command": "python -m minids.experiments.norm_placement " + " ".join(sys.argv[1:]), **extra}
 
 
-def write_json(path: str, obj) -> None:
-    """Write (replace) a JSON file atomically: temp file in the same folder, then os.replace."""
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=os.path.dirname(path) or ".", suffix=".tmp")
-    with os.fdopen(fd, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Pre-norm vs post-norm through depth (see the module docstring).")
     ap.add_argument("--preset", default="deepseek-llm-67b-mini")
@@ -259,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind} std {std} lr {lr}: FAILED {type(e).__name__}: {e}", flush=True)
             records.append(_record("failure", f"{type(e).__name__}: {e}", "", args.device, kind=kind, lr=lr,
                                    **common))
-        write_json(out, records)  # after every measurement, so an interrupted run keeps what it had
+        write_json_atomic(out, records)  # after every measurement, so an interrupted run keeps what it had
     print(f"wrote {len(records)} records to {out} in {time.perf_counter() - t0:.1f} s", flush=True)
     return 1 if failures else 0
 

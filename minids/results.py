@@ -1,0 +1,51 @@
+"""Writing results honestly: JSON files replaced atomically, and timings as medians of repeats.
+
+Every experiment and benchmark writes through `write_json_atomic`, so an interrupted run leaves either the
+old file or the new one, never half of one; and times through `median_time`, so one slow repeat (another
+process, a page fault) does not move the number.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import statistics
+import tempfile
+import time
+from typing import Any, Callable
+
+import torch
+
+
+def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
+    """Write (replace) a JSON file: a temp file in the same folder, then os.replace over the old one."""
+    path = os.fspath(path)
+    folder = os.path.dirname(path) or "."
+    os.makedirs(folder, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=folder, suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w") as f:
+            json.dump(obj, f, indent=1)
+            f.write("\n")
+        os.chmod(tmp, 0o644)  # mkstemp makes files private; results are for everyone
+        os.replace(tmp, path)
+    except BaseException:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+        raise
+
+
+def median_time(fn: Callable[[], object], device="cpu", warmup: int = 2, repeats: int = 5) -> float:
+    """Median wall time in seconds of fn() over `repeats` runs after `warmup` runs, synchronising CUDA."""
+    device = torch.device(device)
+    sync = (lambda: torch.cuda.synchronize(device)) if device.type == "cuda" else (lambda: None)
+    for _ in range(warmup):
+        fn()
+    sync()
+    times = []
+    for _ in range(repeats):
+        start = time.perf_counter()
+        fn()
+        sync()
+        times.append(time.perf_counter() - start)
+    return statistics.median(times)
