@@ -17,6 +17,21 @@ attention wiring of the step, with the model's own modules:
 check it against the readable path). `CUDAGraphStep` records it into a torch.cuda.CUDAGraph;
 `compiled_step` hands it to torch.compile(mode="reduce-overhead"), which fuses the small element-wise
 kernels and records CUDA graphs itself. `StaticDecoder` drives any of them.
+
+Fused projections (optional, `fuse_projections`). At batch 1 every projection is a matrix-vector product
+(GEMV) that reads its weight once; a 4096 x 4096 bf16 matrix (32 MB) is too small for one launch to reach
+the GPU's full memory bandwidth, and each 7B layer launches 7 of them. `fuse_projections(model)` stacks, in
+every layer, the rows of W_q, W_k, W_v into one (d_q + 2 d_kv, d_model) matrix and W_gate, W_up into one
+(2 d_ff, d_model) matrix, then RE-HOMES the original parameters as row slices (views) of those matrices:
+
+    fused_qkv = [ W_q ]  rows 0 .. d_q             q_proj.weight is fused_qkv[0 : d_q]
+                [ W_k ]  rows d_q .. d_q + d_kv    k_proj.weight is fused_qkv[d_q : d_q + d_kv]
+                [ W_v ]  rows ... d_q + 2 d_kv     v_proj.weight is fused_qkv[d_q + d_kv :]
+
+So there is no second copy of the weights (the extra memory while fusing is one layer's projections), the
+readable model computes exactly what it did, on the same storage, and state_dict / named_parameters are
+unchanged (the Parameter objects stay the same; only where their numbers live changes). The static step then
+runs 4 GEMVs per layer instead of 7: one for q, k, v, o -> 2, one for gate, up, down -> 2.
 """
 
 from __future__ import annotations
@@ -24,21 +39,130 @@ from __future__ import annotations
 from typing import Callable
 
 import torch
+import torch.nn.functional as F
 from einops import rearrange
+from torch import nn
 
 from .attention import decode_attention
 from .kv_cache import KVCache
+from .layer import DecoderLayer
 from .model import DeepSeekLM
 from .rope import apply_rope
 
 CAPTURE_MODES = ("none", "graph", "compile")
 
+# The fused matrices live on each DecoderLayer as plain attributes (not parameters, not buffers), so
+# state_dict, named_parameters and named_buffers do not change.
+FUSED_QKV, FUSED_GATE_UP = "_fused_qkv", "_fused_gate_up"
 
-def static_decode_step(model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+
+def _fused_groups(layer: DecoderLayer) -> dict[str, list[nn.Linear]]:
+    """Which projections share one matrix: read the same input, so their rows can be stacked."""
+    attn, mlp = layer.self_attn, layer.mlp
+    return {FUSED_QKV: [attn.q_proj, attn.k_proj, attn.v_proj], FUSED_GATE_UP: [mlp.gate_proj, mlp.up_proj]}
+
+
+def _views_intact(fused: torch.Tensor | None, linears: list[nn.Linear]) -> bool:
+    """True if each linear's weight is still the row slice of `fused` that fuse_projections made it.
+
+    False after anything that gave a parameter new storage: model.to(dtype or device), materialize, or
+    assigning a new Parameter. (load_state_dict copies into the existing storage: the views survive it.)
+    """
+    if fused is None:
+        return False
+    start = 0
+    for linear in linears:
+        w = linear.weight
+        rows = fused[start : start + w.shape[0]]
+        if w.shape != rows.shape or w.dtype != fused.dtype or w.device != fused.device or w.data_ptr() != rows.data_ptr():
+            return False
+        start += w.shape[0]
+    return start == fused.shape[0]
+
+
+def is_fused(model: DeepSeekLM) -> bool:
+    """True if every layer's q/k/v and gate/up weights are live views of its fused matrices."""
+    return all(_views_intact(getattr(layer, name, None), linears)
+               for layer in model.layers for name, linears in _fused_groups(layer).items())
+
+
+def fuse_projections(model: DeepSeekLM) -> DeepSeekLM:
+    """Stack q/k/v and gate/up weights into one matrix each, per layer, and make the weights views of them.
+
+    In place, layer by layer, without a second copy of the model: each group is copied into a new matrix and
+    each original parameter is re-pointed (`param.data = rows`) at its rows, which frees its old storage.
+    The Parameter objects themselves stay, so an optimizer, state_dict and the readable forward all work
+    unchanged (and train the fused storage). Idempotent: layers already fused are skipped, layers whose views
+    were broken (e.g. by model.to(...)) are fused again. Returns the model.
+
+    Caveat: the q/k/v (and gate/up) parameters now share one storage; a writer that refuses shared tensors
+    (safetensors' save_file) needs copies (`t.clone()`) or `unfuse_projections(model)` first.
+    """
+    if not isinstance(model, DeepSeekLM):
+        raise TypeError(f"fuse_projections expects a DeepSeekLM, got {type(model).__name__}")
+    # Plain tensors even when called under torch.inference_mode (StaticDecoder is): inference tensors as
+    # parameters would break a later backward pass of the readable model.
+    with torch.inference_mode(False), torch.no_grad():
+        for i, layer in enumerate(model.layers):
+            for name, linears in _fused_groups(layer).items():
+                if _views_intact(getattr(layer, name, None), linears):
+                    continue
+                weights = [linear.weight for linear in linears]
+                if len({(w.dtype, w.device, w.shape[1]) for w in weights}) != 1:
+                    raise ValueError(
+                        f"fuse_projections: layer {i} {name}: the weights must share dtype, device and input "
+                        f"width, got {[(tuple(w.shape), w.dtype, str(w.device)) for w in weights]}")
+                fused = torch.empty(sum(w.shape[0] for w in weights), weights[0].shape[1],
+                                    dtype=weights[0].dtype, device=weights[0].device)
+                start = 0
+                for linear in linears:
+                    rows = fused[start : start + linear.weight.shape[0]]  # contiguous: whole rows
+                    rows.copy_(linear.weight)
+                    linear.weight.data = rows  # the old storage is freed here (if nothing else holds it)
+                    start += rows.shape[0]
+                setattr(layer, name, fused)
+    return model
+
+
+def unfuse_projections(model: DeepSeekLM) -> DeepSeekLM:
+    """Undo fuse_projections: every weight gets its own storage again (a copy), the fused matrices go."""
+    with torch.inference_mode(False), torch.no_grad():
+        for layer in model.layers:
+            for name, linears in _fused_groups(layer).items():
+                if getattr(layer, name, None) is None:
+                    continue
+                for linear in linears:
+                    linear.weight.data = linear.weight.detach().clone()
+                delattr(layer, name)
+    return model
+
+
+def qkv_projections(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> tuple[torch.Tensor, ...]:
+    """q (b, t, h*d), k and v (b, t, k*d): three GEMVs, or one over the fused matrix split by columns."""
+    attn, w = layer.self_attn, getattr(layer, FUSED_QKV, None) if fused else None
+    if w is None:
+        return attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
+    d_q, d_kv = attn.n_heads * attn.head_dim, attn.n_kv_heads * attn.head_dim
+    return F.linear(h, w).split([d_q, d_kv, d_kv], dim=-1)
+
+
+def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> torch.Tensor:
+    """SwiGLU: W_down(SiLU(W_gate h) * W_up h), with gate and up from one GEMV when fused."""
+    mlp, w = layer.mlp, getattr(layer, FUSED_GATE_UP, None) if fused else None
+    if w is None:
+        return mlp(h)
+    gate, up = F.linear(h, w).chunk(2, dim=-1)
+    return mlp.down_proj(F.silu(gate) * up)
+
+
+def static_decode_step(
+    model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False
+) -> torch.Tensor:
     """Logits (b, vocab) for the next position, given token (b, 1) at position pos (a (1,) long tensor).
 
     Writes this token's keys and values into `cache` at `pos` for every layer; does not touch cache.length
     (the caller keeps the position in `pos`). Same function as model(token, cache, last_only=True).
+    fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
     """
     max_len = cache.max_len
     cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
@@ -48,15 +172,16 @@ def static_decode_step(model: DeepSeekLM, cache: KVCache, token: torch.Tensor, p
     for i, layer in enumerate(model.layers):
         attn = layer.self_attn
         h = layer.input_layernorm(x)
-        q = rearrange(attn.q_proj(h), "b 1 (h d) -> b h 1 d", h=attn.n_heads)
-        k = rearrange(attn.k_proj(h), "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
-        v = rearrange(attn.v_proj(h), "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
+        q, k, v = qkv_projections(layer, h, fused)
+        q = rearrange(q, "b 1 (h d) -> b h 1 d", h=attn.n_heads)
+        k = rearrange(k, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
+        v = rearrange(v, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache.keys[i].index_copy_(2, pos, k)  # (b, k, max_len, d): position pos of every row
         cache.values[i].index_copy_(2, pos, v)
         out = decode_attention(q, cache.keys[i], cache.values[i], mask=visible)
         x = x + attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
-        x = x + layer.mlp(layer.post_attention_layernorm(x))
+        x = x + feed_forward(layer, layer.post_attention_layernorm(x), fused)
     return model.lm_head(model.norm(x))[:, 0]
 
 
@@ -68,13 +193,13 @@ class CUDAGraphStep:
     overwritten by the next call: use them (argmax, sampling) before calling again.
     """
 
-    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int) -> None:
+    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False) -> None:
         device = cache.keys[0].device
         if device.type != "cuda":
             raise ValueError(f"CUDAGraphStep needs a CUDA model and cache, got device {device}")
         self.token = torch.zeros(cache.batch, 1, dtype=torch.long, device=device)
         self.pos = torch.full((1,), pos, dtype=torch.long, device=device)
-        step = lambda: static_decode_step(model, cache, self.token, self.pos)  # noqa: E731
+        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused)  # noqa: E731
         side = torch.cuda.Stream()  # CUDA requires the warm-up before capture to run on a side stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -92,7 +217,9 @@ class CUDAGraphStep:
         return self.logits
 
 
-def compiled_step(model: DeepSeekLM, cache: KVCache) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
+def compiled_step(
+    model: DeepSeekLM, cache: KVCache, fused: bool = False
+) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """torch.compile of the static step: fused kernels; on CUDA mode="reduce-overhead" replays CUDA graphs.
 
     On a CPU the default mode applies (there are no CUDA graphs; fusing the small element-wise operations
@@ -101,9 +228,13 @@ def compiled_step(model: DeepSeekLM, cache: KVCache) -> Callable[[torch.Tensor, 
     on_cuda = cache.keys[0].device.type == "cuda"
     for buffer in cache.keys + cache.values:  # mutated in place every step: their addresses must not move
         torch._dynamo.mark_static_address(buffer)
+    for layer in model.layers if fused else []:  # plain attributes, not parameters: without this, the CUDA
+        for name in (FUSED_QKV, FUSED_GATE_UP):  # graphs would copy them (all the weights) in at every replay
+            if getattr(layer, name, None) is not None:
+                torch._dynamo.mark_static_address(getattr(layer, name))
 
     def step(token, pos):
-        return static_decode_step(model, cache, token, pos)
+        return static_decode_step(model, cache, token, pos, fused)
 
     return torch.compile(step, mode="reduce-overhead" if on_cuda else None, fullgraph=True)
 
@@ -112,22 +243,33 @@ class StaticDecoder:
     """Greedy generation with the static step; the cache and the recorded/compiled step are made once.
 
     capture: "none" (eager static step, any device), "graph" (CUDAGraphStep) or "compile" (compiled_step).
+    fuse: run fuse_projections(model) (in place, no second copy) and use one GEMV for q/k/v and one for
+    gate/up. None (the default) means True on CUDA, where fewer and larger GEMVs read the weights closer to
+    full bandwidth, and False elsewhere, so that on a CPU the step stays the literal one the chapter shows and
+    the model's parameters keep their own storage. fuse=False uses the separate projections even if the model
+    was fused before (the weights are the same numbers either way).
     Each `generate` call prefills the prompt with the readable model forward into the same KVCache
     buffers, then runs the static step; the result equals generate(model, ids, n) with temperature 0.
     """
 
     @torch.inference_mode()
-    def __init__(self, model: DeepSeekLM, batch: int = 1, max_len: int | None = None, capture: str = "none"):
+    def __init__(self, model: DeepSeekLM, batch: int = 1, max_len: int | None = None, capture: str = "none",
+                 fuse: bool | None = None):
         if capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
+        if fuse not in (None, True, False):
+            raise ValueError(f"fuse must be None (True on CUDA, False elsewhere), True or False, got {fuse!r}")
         self.model, self.capture = model, capture
+        self.fuse = model.lm_head.weight.device.type == "cuda" if fuse is None else fuse
+        if self.fuse:  # before capture: the graphs must record the fused matrices' addresses
+            fuse_projections(model)
         self.cache = model.new_kv_cache(batch, max_len)
         if capture == "graph":  # recorded now; the warm-up writes at position 0 are overwritten by prefill
-            self.step = CUDAGraphStep(model, self.cache, pos=0)
+            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse)
         elif capture == "compile":  # compiled (and its graphs recorded) on the first calls
-            self.step = compiled_step(model, self.cache)
+            self.step = compiled_step(model, self.cache, fused=self.fuse)
         else:
-            self.step = lambda token, pos: static_decode_step(model, self.cache, token, pos)  # noqa: E731
+            self.step = lambda token, pos: static_decode_step(model, self.cache, token, pos, self.fuse)  # noqa: E731
 
     @torch.inference_mode()
     def generate(self, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
@@ -138,6 +280,11 @@ class StaticDecoder:
                 f"StaticDecoder.generate: ids {tuple(ids.shape)} and max_new_tokens {max_new_tokens} must fit "
                 f"the cache (batch {self.cache.batch}, max_len {self.cache.max_len}), with max_new_tokens >= 1"
             )
+        if self.fuse and not is_fused(self.model):
+            raise RuntimeError(
+                "StaticDecoder.generate: the model's q/k/v or gate/up weights are no longer views of the fused "
+                "matrices (moved or replaced after the decoder was built, e.g. by model.to(...)); build a new "
+                "StaticDecoder")
         self.cache.reset()
         token = self.model(ids, self.cache, last_only=True)[:, -1].argmax(-1, keepdim=True)  # prefill
         pos = torch.full((1,), prompt_len, dtype=torch.long, device=ids.device)

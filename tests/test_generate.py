@@ -7,7 +7,7 @@ from transformers.generation.logits_process import TopKLogitsWarper, TopPLogitsW
 from minids import DeepSeekLM
 from minids.attention import decode_attention
 from minids.generate import generate, sample_next, stream_generate, top_k_filter, top_p_filter
-from minids.static_cache import StaticDecoder, static_decode_step
+from minids.static_cache import StaticDecoder, fuse_projections, is_fused, static_decode_step, unfuse_projections
 
 from conftest import LAYOUTS, rel_err, tiny_config
 
@@ -185,3 +185,106 @@ def test_static_decoder_generates_what_generate_does():
         StaticDecoder(model, capture="cudagraphs")
     with pytest.raises(ValueError, match="needs a CUDA model"):
         StaticDecoder(model, capture="graph")
+
+
+# ---- fused projections: one GEMV for q/k/v and one for gate/up, on the same storage --------------------
+def fused_copy(layout="gqa8"):
+    """(plain, fused): two identical models, the second fused; neither shares anything with the other."""
+    plain = make_model(layout)
+    fused = make_model(layout)
+    fused.load_state_dict(plain.state_dict())
+    return plain, fuse_projections(fused)
+
+
+def storage_range(t):
+    return t.data_ptr(), t.data_ptr() + t.numel() * t.element_size()
+
+
+@pytest.mark.parametrize("layout", ["mha", "gqa8"])
+def test_fused_static_step_equals_the_readable_cached_forward(layout):
+    plain, model = fused_copy(layout)
+    assert is_fused(model) and not is_fused(plain)
+    ids = torch.randint(0, 97, (2, 12))
+    with torch.no_grad():
+        readable, static = plain.new_kv_cache(2, 20), model.new_kv_cache(2, 20)
+        plain(ids[:, :5], readable)
+        model(ids[:, :5], static)
+        for p in range(5, 12):
+            expected = plain(ids[:, p : p + 1], readable, last_only=True)[:, -1]
+            got = static_decode_step(model, static, ids[:, p : p + 1], torch.tensor([p]), fused=True)
+            assert rel_err(got, expected) <= 1e-5
+        for i in range(model.config.n_layers):
+            assert rel_err(static.keys[i][:, :, :12], readable.keys[i][:, :, :12]) <= 1e-6
+            assert rel_err(static.values[i][:, :, :12], readable.values[i][:, :, :12]) <= 1e-6
+
+
+def test_fusing_keeps_parameters_and_shares_their_storage():
+    plain, model = fused_copy()
+    before = {name: id(p) for name, p in model.named_parameters()}
+    refused = fuse_projections(model)  # idempotent: nothing is copied again
+    assert refused is model and {name: id(p) for name, p in model.named_parameters()} == before
+    assert [(k, v.shape) for k, v in model.state_dict().items()] == [(k, v.shape) for k, v in plain.state_dict().items()]
+    assert model.num_parameters() == plain.num_parameters()
+    assert [name for name, _ in model.named_buffers()] == [name for name, _ in plain.named_buffers()]
+    for layer, plain_layer in zip(model.layers, plain.layers):
+        attn, mlp = layer.self_attn, layer.mlp
+        groups = [(layer._fused_qkv, [attn.q_proj, attn.k_proj, attn.v_proj]),
+                  (layer._fused_gate_up, [mlp.gate_proj, mlp.up_proj])]
+        for fused, linears in groups:
+            assert fused.shape == (sum(lin.out_features for lin in linears), model.config.d_model)
+            lo, hi = storage_range(fused)
+            for linear in linears:
+                a, b = storage_range(linear.weight)
+                assert lo <= a and b <= hi  # inside the fused matrix: no second copy
+        assert torch.equal(layer._fused_qkv, torch.cat([plain_layer.self_attn.q_proj.weight,
+                                                        plain_layer.self_attn.k_proj.weight,
+                                                        plain_layer.self_attn.v_proj.weight]))
+        assert torch.equal(layer._fused_gate_up, torch.cat([plain_layer.mlp.gate_proj.weight,
+                                                            plain_layer.mlp.up_proj.weight]))
+    with torch.no_grad():  # writing a parameter writes the fused matrix: one storage, not a synchronised copy
+        model.layers[0].self_attn.k_proj.weight[0, 0] = 7.0
+    d_q = model.config.n_heads * model.config.head_dim
+    assert model.layers[0]._fused_qkv[d_q, 0] == 7.0
+
+
+def test_readable_model_and_generate_unchanged_after_fusing():
+    plain, model = fused_copy()
+    ids = torch.randint(0, 97, (2, 9))
+    with torch.no_grad():
+        assert torch.equal(model(ids), plain(ids))  # same numbers, same kernels: bit for bit
+    assert torch.equal(generate(model, ids, 10), generate(plain, ids, 10))
+    plain(ids).logsumexp(-1).mean().backward()  # and it still trains: the same gradients, on the same params
+    model(ids).logsumexp(-1).mean().backward()
+    for (name, p), (_, q) in zip(model.named_parameters(), plain.named_parameters()):
+        assert not p.is_inference() and torch.equal(p.grad, q.grad), name
+
+
+def test_static_decoder_fused_generates_what_generate_does():
+    plain, model = fused_copy()
+    unfuse_projections(model)
+    ids = torch.randint(0, 97, (1, 6))
+    assert not StaticDecoder(model, batch=1, max_len=40).fuse and not is_fused(model)  # CPU default: not fused
+    with torch.inference_mode():
+        decoder = StaticDecoder(model, batch=1, max_len=40, fuse=True)  # fuses under inference_mode too
+    assert decoder.fuse and is_fused(model)
+    assert not any(p.is_inference() for p in model.parameters())
+    assert torch.equal(decoder.generate(ids, 20), generate(plain, ids, 20))
+    unfused = StaticDecoder(model, batch=1, max_len=40, fuse=False)  # fuse=False ignores the fused matrices
+    assert torch.equal(unfused.generate(ids, 20), generate(plain, ids, 20))
+    model.to(torch.float64)  # new storage for every parameter: the fused matrices are stale now
+    assert not is_fused(model)
+    with pytest.raises(RuntimeError, match="no longer views of the fused"):
+        decoder.generate(ids, 5)
+    with pytest.raises(ValueError, match="fuse must be None"):
+        StaticDecoder(model, fuse="yes")
+
+
+def test_unfuse_gives_every_weight_its_own_storage_back():
+    plain, model = fused_copy()
+    unfuse_projections(model)
+    assert not hasattr(model.layers[0], "_fused_qkv") and not is_fused(model)
+    q, k = model.layers[0].self_attn.q_proj.weight, model.layers[0].self_attn.k_proj.weight
+    assert q.untyped_storage().data_ptr() != k.untyped_storage().data_ptr()
+    ids = torch.randint(0, 97, (1, 5))
+    with torch.no_grad():
+        assert torch.equal(model(ids), plain(ids))
