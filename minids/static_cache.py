@@ -74,7 +74,8 @@ def _views_intact(fused: torch.Tensor | None, linears: list[nn.Linear]) -> bool:
     for linear in linears:
         w = linear.weight
         rows = fused[start : start + w.shape[0]]
-        if w.shape != rows.shape or w.dtype != fused.dtype or w.device != fused.device or w.data_ptr() != rows.data_ptr():
+        same_place = w.dtype == fused.dtype and w.device == fused.device and w.data_ptr() == rows.data_ptr()
+        if w.shape != rows.shape or not same_place:
             return False
         start += w.shape[0]
     return start == fused.shape[0]

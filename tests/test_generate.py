@@ -223,7 +223,8 @@ def test_fusing_keeps_parameters_and_shares_their_storage():
     before = {name: id(p) for name, p in model.named_parameters()}
     refused = fuse_projections(model)  # idempotent: nothing is copied again
     assert refused is model and {name: id(p) for name, p in model.named_parameters()} == before
-    assert [(k, v.shape) for k, v in model.state_dict().items()] == [(k, v.shape) for k, v in plain.state_dict().items()]
+    shapes = lambda m: [(k, v.shape) for k, v in m.state_dict().items()]  # noqa: E731
+    assert shapes(model) == shapes(plain)
     assert model.num_parameters() == plain.num_parameters()
     assert [name for name, _ in model.named_buffers()] == [name for name, _ in plain.named_buffers()]
     for layer, plain_layer in zip(model.layers, plain.layers):
