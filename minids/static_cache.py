@@ -96,8 +96,8 @@ def fuse_projections(model: DeepSeekLM) -> DeepSeekLM:
     unchanged (and train the fused storage). Idempotent: layers already fused are skipped, layers whose views
     were broken (e.g. by model.to(...)) are fused again. Returns the model.
 
-    Caveat: the q/k/v (and gate/up) parameters now share one storage; a writer that refuses shared tensors
-    (safetensors' save_file) needs copies (`t.clone()`) or `unfuse_projections(model)` first.
+    The q/k/v (and gate/up) parameters then share one storage, in disjoint row ranges (safetensors'
+    save_file accepts them: it refuses only overlapping tensors). `unfuse_projections` gives them their own.
     """
     if not isinstance(model, DeepSeekLM):
         raise TypeError(f"fuse_projections expects a DeepSeekLM, got {type(model).__name__}")
