@@ -45,7 +45,7 @@ from .rope import (
 from .schedule import cosine_lr, multistep_lr
 from .shapes import Shape, param_matched_family
 from .source import show_source
-from .train import TrainConfig, train
+from .train import TrainConfig  # minids.train (the module) holds train()
 
 __version__ = "0.1.0"
 
@@ -55,6 +55,6 @@ __all__ = [
     "swiglu_hidden_size", "CheckpointError", "show_source",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",
     "rope_inv_freq", "rotate_half",
-    "generate", "stream_generate", "TrainConfig", "train", "multistep_lr", "cosine_lr", "Shape",
+    "generate", "stream_generate", "TrainConfig", "multistep_lr", "cosine_lr", "Shape",
     "param_matched_family", "scaling",
 ]
