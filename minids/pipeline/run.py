@@ -21,6 +21,7 @@ peer that already left.
 from __future__ import annotations
 
 import argparse
+import gc
 import os
 import sys
 
@@ -150,6 +151,11 @@ def main(argv=None) -> int:
     try:
         from .session import run_session
 
-        return run_session(args, config, ranges, rank, world, device, DTYPES[args.dtype])
+        status = run_session(args, config, ranges, rank, world, device, DTYPES[args.dtype])
+        # Tear down only once every rank is done and the schedules' last send/recv handles are gone: a gloo
+        # work object outliving its process group aborts the process at exit ("terminate called ...").
+        gc.collect()
+        dist.barrier()
+        return status
     finally:
         dist.destroy_process_group()
