@@ -31,6 +31,7 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from hf_twin import hf_twin  # noqa: E402
 from records import record, write_records  # noqa: E402
 
 from minids import DeepSeekLM, ModelConfig  # noqa: E402
@@ -42,17 +43,6 @@ MODELS = {
     "gqa8-100m": ModelConfig(vocab_size=8192, d_model=768, n_layers=16, n_heads=16, n_kv_heads=2, d_ff=2048,
                              max_seq_len=1024),
 }
-
-
-def hf_twin(model: DeepSeekLM):
-    """transformers' LlamaForCausalLM holding the very same tensors as `model` (no copy)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-
-    hf = LlamaForCausalLM(LlamaConfig(**model.config.to_hf_dict()))
-    hf.load_state_dict(model.to_hf_state_dict(), assign=True)  # its own random weights are dropped
-    hf.generation_config.eos_token_id = None  # always produce max_new_tokens, as minids does without eos_id
-    hf.generation_config.pad_token_id = 0
-    return hf.eval()
 
 
 def timed(fn) -> float:
@@ -107,7 +97,7 @@ def main(argv=None) -> None:
         cfg = MODELS[name]
         torch.manual_seed(0)
         model = DeepSeekLM(cfg, device="cpu").eval()
-        hf = hf_twin(model)
+        hf = hf_twin(model).eval()  # the same weight tensors, no second copy
         n_params = model.num_parameters()
         print(f"{name}: {n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, d_model {cfg.d_model}, "
               f"{cfg.attention_kind}, {args.threads} thread(s)", flush=True)

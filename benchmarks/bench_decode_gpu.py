@@ -47,9 +47,11 @@ import torch
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+from hf_twin import hf_twin  # noqa: E402
 from records import record, write_records  # noqa: E402
 
 from minids import DeepSeekLM, ModelConfig  # noqa: E402
+from minids.results import median_time  # noqa: E402
 from minids.generate import generate  # noqa: E402
 from minids.static_cache import StaticDecoder, fuse_projections  # noqa: E402
 
@@ -95,17 +97,8 @@ def sync(device) -> None:
 
 def seconds_per_token(run, n: int, device, repeats: int) -> float:
     """(median time of run(n) - median time of run(1)) / (n - 1), after one warm-up of each."""
-    def median(k):
-        times = []
-        for _ in range(repeats):
-            sync(device)
-            t0 = time.perf_counter()
-            run(k)
-            sync(device)
-            times.append(time.perf_counter() - t0)
-        return sorted(times)[len(times) // 2]
-
     run(1), run(n)  # warm-up (and compilation, for the compiled path)
+    median = lambda k: median_time(lambda: run(k), device, warmup=0, repeats=repeats)  # noqa: E731
     return max(median(n) - median(1), 1e-9) / (n - 1)
 
 
@@ -270,7 +263,7 @@ def run_model(bench: Bench, preset: str, captures: list[str], with_hf: bool, eag
         measure_capture(label)
     if with_hf:
         def hf_measure():
-            hf = hf_twin(model, device)
+            hf = hf_twin(model).eval()  # the same weight tensors, no second copy
 
             def run(k):
                 with torch.inference_mode():
@@ -294,22 +287,6 @@ def run_model(bench: Bench, preset: str, captures: list[str], with_hf: bool, eag
     if device.type == "cuda":
         torch.cuda.empty_cache()
         log(f"  GPU memory still allocated after freeing {preset}: {torch.cuda.memory_allocated() / 1e9:.2f} GB")
-
-
-def hf_twin(model: DeepSeekLM, device):
-    """transformers' LlamaForCausalLM on the very same weight tensors (no second copy of the weights)."""
-    from transformers import LlamaConfig, LlamaForCausalLM
-    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
-
-    config = LlamaConfig(**model.config.to_hf_dict())
-    with torch.device("meta"):
-        hf = LlamaForCausalLM(config)
-    hf.load_state_dict(model.to_hf_state_dict(), assign=True)
-    with torch.device(device):  # its inv_freq buffer is not in the state dict: build it on the device
-        hf.model.rotary_emb = LlamaRotaryEmbedding(config)
-    hf.generation_config.eos_token_id = None
-    hf.generation_config.pad_token_id = 0
-    return hf.eval()
 
 
 def main(argv=None) -> None:

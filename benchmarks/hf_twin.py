@@ -33,6 +33,9 @@ def hf_twin(model, copy: bool = False, attn_implementation: str = "sdpa"):
     with torch.device(weight.device):  # the rotary inv_freq buffers were left on meta: rebuild them
         twin.model.rotary_emb = type(twin.model.rotary_emb)(config=hf_config)
     twin.train(model.training)
+    # generate() must always produce max_new_tokens, as minids does without eos_id: no eos, a fixed pad id.
+    twin.generation_config.eos_token_id = None
+    twin.generation_config.pad_token_id = 0
     leftover = [n for n, t in list(twin.named_parameters()) + list(twin.named_buffers()) if t.is_meta]
     if leftover:
         raise RuntimeError(f"hf_twin: tensors still on the meta device: {leftover}")
