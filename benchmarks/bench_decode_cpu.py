@@ -9,13 +9,16 @@ Models (DeepSeek-shaped: GQA 8:1, SwiGLU with the 8/3 rule, untied lm_head, floa
     gqa8-12x256  12 layers x d_model 256 (the 95-layer miniature's layer, 12 times)   ~10M parameters
     gqa8-100m    16 layers x d_model 768, 16 query / 2 KV heads, vocab 8192            ~110M parameters
 Each minids model is copied into transformers' LlamaForCausalLM (DeepSeekLM.to_hf_state_dict), and both
-generate greedily from the same prompt; the token ids must agree. The two are timed alternately in the same
-process (median of repeats), so a busy machine slows both alike. minids is measured twice: `generate` (the
-readable eager path) and `StaticDecoder(capture="compile")` (the static decode step through torch.compile;
-its compile time is printed, not counted). Decode tokens/s = new tokens / generate
-time with a short prompt (8 tokens, so prefill is a small part); prefill tokens/s = one forward over 512
-tokens (no cache on either side). One thread by default: batch-1 decode is a chain of small matrix-vector
-products, and on a shared machine more threads mostly wait for each other.
+generate greedily from the same prompt; the token ids must agree. The paths are timed alternately in the same
+process (median of repeats), so a busy machine slows all alike. minids is measured twice for decode:
+`generate` (the readable eager path) and `StaticDecoder(capture="compile")` (the static decode step through
+torch.compile with Inductor's freezing + max-autotune, see minids/static_cache.py; its compile time and the
+process's memory growth while compiling are printed and recorded, not counted in the speed). Decode tokens/s =
+new tokens / generate time with a short prompt (8 tokens, so prefill is a small part). Prefill tokens/s = one
+forward over 512 tokens (no cache on either side), measured for minids eager, minids under
+`torch.compile(model)`, transformers eager and transformers under `torch.compile(hf_model)` (so that what
+compiling alone buys is visible for both). One thread by default: batch-1 decode is a chain of small
+matrix-vector products, and on a shared machine more threads mostly wait for each other.
 """
 
 from __future__ import annotations
@@ -63,6 +66,35 @@ def alternate(fns: dict, repeats: int, warmup: int = 1) -> dict:
     return {name: statistics.median(ts) for name, ts in times.items()}
 
 
+def rss_mb() -> float:
+    """This process's resident memory (Linux /proc; 0 elsewhere), to show what compiling the CPU step costs."""
+    try:
+        with open("/proc/self/status") as f:
+            return next(int(line.split()[1]) / 1024 for line in f if line.startswith("VmRSS:"))
+    except (OSError, StopIteration):
+        return 0.0
+
+
+def memory_probe(threads: int) -> list[dict]:
+    """How fast this machine reads memory, and how fast a batch-1 matrix product does, at `threads`.
+
+    stream: one sum over 400 MB of float32 (the most a single pass can read per second). gemv: F.linear of
+    one vector with the 100M model's largest matrices (2048 x 768), 32 different ones in turn so that they
+    come from memory rather than the cache: what the default BLAS path (MKL) reaches at batch 1.
+    """
+    big = torch.randn(100_000_000)
+    stream_s = min(timed(big.sum) for _ in range(5))
+    weights = [torch.randn(2048, 768) for _ in range(32)]
+    x = torch.randn(1, 768)
+    gemv_s = min(timed(lambda: [torch.nn.functional.linear(x, w) for w in weights]) for _ in range(5))
+    gemv_bytes = sum(w.numel() * w.element_size() for w in weights)
+    extra = dict(threads=threads, dtype="float32")
+    return [record("memory_read_GBps", "probe", "stream (sum over 400 MB)", round(big.nbytes / stream_s / 1e9, 1),
+                   "GB/s", "cpu", variant="stream", **extra),
+            record("memory_read_GBps", "probe", "gemv (32 x 2048x768, MKL)", round(gemv_bytes / gemv_s / 1e9, 1),
+                   "GB/s", "cpu", variant="gemv", **extra)]
+
+
 def profile_decode(model: DeepSeekLM, steps: int = 30) -> None:
     cache = model.new_kv_cache(1, 64 + steps)
     token = torch.zeros(1, 1, dtype=torch.long)
@@ -92,13 +124,17 @@ def main(argv=None) -> None:
     if args.quick:
         args.new_tokens, args.prefill, args.repeats = 8, 64, 1
     torch.set_num_threads(args.threads)
-    records = []
+    records = [] if args.quick else memory_probe(args.threads)
+    for r in records:
+        print(f"memory read, {r['model']}: {r['value']} GB/s", flush=True)
     for name in args.models:
         cfg = MODELS[name]
         torch.manual_seed(0)
         model = DeepSeekLM(cfg, device="cpu").eval()
         hf = hf_twin(model).eval()  # the same weight tensors, no second copy
         n_params = model.num_parameters()
+        # What a decode step streams: every matrix once, one row of the embedding table (float32).
+        weight_bytes = 4 * (n_params - model.embed_tokens.weight.numel() + cfg.d_model)
         print(f"{name}: {n_params / 1e6:.1f}M parameters, {cfg.n_layers} layers, d_model {cfg.d_model}, "
               f"{cfg.attention_kind}, {args.threads} thread(s)", flush=True)
         prompt = torch.randint(0, cfg.vocab_size, (1, args.prompt))
@@ -115,36 +151,51 @@ def main(argv=None) -> None:
             "transformers": lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                                                 max_new_tokens=args.new_tokens, do_sample=False),
         }
+        compile_info = {}
         if not args.no_compile:  # the fast path: the static decode step, compiled (compile time not counted)
+            rss_before, t0 = rss_mb(), time.perf_counter()
             decoder = StaticDecoder(model, 1, args.prompt + args.new_tokens, capture="compile")
-            t0 = time.perf_counter()
             compiled_same = torch.equal(decoder.generate(prompt, args.new_tokens), ours)
-            print(f"  compiled static step: {time.perf_counter() - t0:.0f} s to compile; same tokens: "
+            compile_info = dict(compile_s=round(time.perf_counter() - t0, 1),
+                                rss_growth_mb=round(rss_mb() - rss_before))
+            print(f"  compiled static step: {compile_info['compile_s']:.0f} s to compile, process memory "
+                  f"+{compile_info['rss_growth_mb']} MB (weights: {4 * n_params / 2**20:.0f} MB); same tokens: "
                   f"{compiled_same}", flush=True)
             runs["minids-compiled"] = lambda: decoder.generate(prompt, args.new_tokens)
         decode = alternate(runs, args.repeats)
         with torch.inference_mode():
-            prefill = alternate({
-                "minids": lambda: model(long_prompt),
-                "transformers": lambda: hf(long_prompt, use_cache=False),
-            }, args.repeats)
+            prefill_runs = {"minids": lambda: model(long_prompt),
+                            "transformers": lambda: hf(long_prompt, use_cache=False)}
+            if not args.no_compile:  # torch.compile of each whole model, as a user would write it
+                model_c, hf_c = torch.compile(model), torch.compile(hf)
+                t0 = time.perf_counter()
+                ours_c, theirs_c = model_c(long_prompt, validate=False), hf_c(long_prompt, use_cache=False).logits
+                prefill_same = float((ours_c - theirs_c).norm() / theirs_c.norm())
+                print(f"  prefill, both compiled: {time.perf_counter() - t0:.0f} s to compile; relative "
+                      f"difference of the logits {prefill_same:.1e}", flush=True)
+                prefill_runs["minids-compiled"] = lambda: model_c(long_prompt, validate=False)
+                prefill_runs["transformers-compiled"] = lambda: hf_c(long_prompt, use_cache=False)
+            prefill = alternate(prefill_runs, args.repeats)
         extra = dict(batch=1, threads=args.threads, n_params=n_params, dtype="float32")
         for key in decode:
             impl, path = ("minids", "compiled static step") if key == "minids-compiled" else (key, "eager")
             dec = args.new_tokens / decode[key]
-            print(f"  {key:>15}: decode {dec:8.1f} tok/s", flush=True)
+            print(f"  {key:>21}: decode  {dec:9.1f} tok/s", flush=True)
             same_key = compiled_same if key == "minids-compiled" else same
             records.append(record("decode_tok_s", impl, name, round(dec, 2), "tokens/s", "cpu", path=path,
-                                  prompt_len=args.prompt, new_tokens=args.new_tokens,
-                                  same_tokens_as_transformers=same_key, **extra))
-        for impl in prefill:
-            pre = args.prefill / prefill[impl]
-            print(f"  {impl:>15}: prefill {pre:9.1f} tok/s", flush=True)
-            records.append(record("prefill_tok_s", impl, name, round(pre, 1), "tokens/s", "cpu", path="eager",
-                                  seq_len=args.prefill, **extra))
+                                  variant=path, prompt_len=args.prompt, new_tokens=args.new_tokens,
+                                  same_tokens_as_transformers=same_key, weight_bytes_per_token=weight_bytes,
+                                  **(compile_info if key == "minids-compiled" else {}), **extra))
+        for key in prefill:
+            impl, path = (key.split("-")[0], "torch.compile") if key.endswith("-compiled") else (key, "eager")
+            pre = args.prefill / prefill[key]
+            print(f"  {key:>21}: prefill {pre:9.1f} tok/s", flush=True)
+            records.append(record("prefill_tok_s", impl, name, round(pre, 1), "tokens/s", "cpu", path=path,
+                                  variant=path, seq_len=args.prefill, **extra))
         ratios = ", ".join(f"{k} {decode['transformers'] / decode[k]:.2f}x" for k in decode if k != "transformers")
-        print(f"  decode speed vs transformers: {ratios}; prefill minids "
-              f"{prefill['transformers'] / prefill['minids']:.2f}x", flush=True)
+        pre_ratios = ", ".join(f"{k} {prefill['transformers'] / prefill[k]:.2f}x"
+                               for k in prefill if k != "transformers")
+        print(f"  against transformers' eager: decode {ratios}; prefill {pre_ratios}", flush=True)
         if args.profile:
             profile_decode(model)
     if not args.quick:

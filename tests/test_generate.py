@@ -187,6 +187,27 @@ def test_static_decoder_generates_what_generate_does():
         StaticDecoder(model, capture="graph")
 
 
+def test_compiled_cpu_step_freezes_the_weights_and_decoder_refuses_stale_ones():
+    """The CPU fast path (Inductor freezing + its GEMM template) decodes what generate does, and really does
+    hold its own copy of the weights: an in-place edit is invisible to it, so StaticDecoder must refuse."""
+    model = make_model()
+    ids = torch.randint(0, 97, (1, 6))
+    decoder = StaticDecoder(model, batch=1, max_len=40, capture="compile")
+    assert decoder.frozen
+    expected = generate(model, ids, 20)
+    assert torch.equal(decoder.generate(ids, 20), expected)
+    token, pos = expected[:, 6:7], torch.tensor([6])
+    with torch.inference_mode():
+        before = decoder.step(token, pos).clone()
+        with torch.no_grad():
+            model.lm_head.weight.mul_(-1.0)  # every logit changes sign in the readable model
+        after = decoder.step(token, pos)
+    assert torch.equal(before, after)  # frozen: the compiled step still uses the old weights
+    with pytest.raises(RuntimeError, match="weights changed after this decoder compiled"):
+        decoder.generate(ids, 5)
+    assert not StaticDecoder(model, batch=1, max_len=40).frozen  # the eager static step reads the live weights
+
+
 # ---- fused projections: one GEMV for q/k/v and one for gate/up, on the same storage --------------------
 def fused_copy(layout="gqa8"):
     """(plain, fused): two identical models, the second fused; neither shares anything with the other."""
