@@ -17,7 +17,8 @@ import sys
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 from records import write_records  # noqa: E402,F401  (same folder; keeps the format in one place)
 
-HEADLINES = ("prefill_mfu", "train_mfu", "decode_frac_of_bandwidth_floor", "forward_tok_s", "decode_tok_s")
+HEADLINES = ("prefill_mfu", "train_mfu", "decode_frac_of_bandwidth_floor", "forward_tok_s", "decode_tok_s",
+             "prefill_tok_s")
 EXPECTED = {
     "prefill.json": "bash benchmarks/run_gpu.sh benchmarks/results  (one H200)",
     "train.json": "bash benchmarks/run_gpu.sh benchmarks/results  (one H200)",
