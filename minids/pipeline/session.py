@@ -105,7 +105,9 @@ def batch_for(config: ModelConfig, batch: int, seq_len: int, seed: int, device):
     """The same random token ids and next-token targets on every rank (drawn on the CPU, then moved)."""
     gen = torch.Generator().manual_seed(seed + 1)
     tokens = torch.randint(0, config.vocab_size, (batch, seq_len + 1), generator=gen)
-    return tokens[:, :-1].to(device), tokens[:, 1:].to(device)
+    # contiguous: the slices have row stride seq_len + 1, and newer torch (2.11) checks each microbatch's
+    # strides against the ones the stages were built for, (seq_len, 1), and refuses a mismatch
+    return tokens[:, :-1].contiguous().to(device), tokens[:, 1:].contiguous().to(device)
 
 
 def rel_err(a: torch.Tensor, b: torch.Tensor) -> float:
