@@ -8,8 +8,8 @@ Phases, each in its own process(es) so that one failure (or out-of-memory) canno
      miniature (float32), with GPipe and with 1F1B;
   2. the 67B preset in bf16 with random weights split over 2 GPUs (layers 0-47 + embedding, 48-94 + head):
      forward throughput with m = 1..8 microbatches of one sequence each (GPipe schedule), memory per stage;
-  3. the baseline: the whole 67B on ONE GPU (134.85 GB of bf16 weights: it fits on a 141 GB H200 with a
-     few GB to spare), forward over the same batches of 1..8 sequences. If it does not fit, shallower
+  3. the baseline: the whole 67B on ONE GPU (134.85 GB of bf16 weights: it fits on an H200, whose 139 GiB
+     usable = 149 GB leave ~14 GB; the measured peak was 138.8 GB), forward over the same batches of 1..8 sequences. If it does not fit, shallower
      slices of 32 and 64 layers are timed and the time of 95 layers is extrapolated linearly (recorded
      with "method": "extrapolated").
 The records (benchmarks/records.py format) go to OUT/pipeline_gpu.json (pipeline_cpu.json with --device
