@@ -98,3 +98,27 @@ def test_command_writes_records(tmp_path):
     rms = next(r for r in records if r["metric"] == "stream_rms" and r["placement"] == "pre")
     assert len(rms["value"]) == 3 + 1  # --quick keeps 3 layers
     assert rms["seq_len"] == 8
+
+
+def test_merge_adds_runs_and_replaces_only_what_was_measured_again(tmp_path):
+    out = tmp_path / "np.json"
+    quick = ["--preset", "tiny", "--quick", "--out", str(out)]
+    assert npl.main(quick + ["--init-stds", "0.05"]) == 0  # at-init profile at 0.05 + a training pair
+    first = json.loads(out.read_text())
+    # a second call with another init std and no --merge replaces the file ...
+    assert npl.main(quick + ["--init-stds", "0.02", "--train-steps", "0"]) == 0
+    assert {r["init_std"] for r in json.loads(out.read_text()) if r["metric"] == "stream_rms"} == {0.02}
+    # ... with --merge it keeps every earlier record that it did not measure again
+    out.write_text(json.dumps(first))
+    assert npl.main(quick + ["--init-stds", "0.02", "--merge"]) == 0
+    merged = json.loads(out.read_text())
+    assert {r["init_std"] for r in merged if r["metric"] == "stream_rms"} == {0.05, 0.02}
+    train = [r for r in merged if r["metric"] == "train_loss"]
+    assert sorted(r["placement"] for r in train) == ["post", "pre"]  # the training pair was replaced, not doubled
+    assert all(r in merged for r in first if r["metric"] != "train_loss")
+    # no at-init profiles at all: only training records are written
+    assert npl.main(quick + ["--init-stds", "--out", str(tmp_path / "train_only.json")]) == 0
+    assert {r["metric"] for r in json.loads((tmp_path / "train_only.json").read_text())} == {"train_loss"}
+    out.write_text('{"not": "a list"}')
+    with pytest.raises(ValueError, match="does not hold a list of records"):
+        npl.main(quick + ["--merge"])

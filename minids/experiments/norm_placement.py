@@ -20,13 +20,17 @@ the FFN. Nothing is re-typed, so the two placements differ in wiring and nothing
 
 Run `python -m minids.experiments.norm_placement` to measure the 95-layer miniature (deepseek-llm-67b-mini)
 at init for a few init scales (data/results/norm_placement.json; a few minutes on a laptop CPU); add
-`--train-steps 300 --device cuda` for short training runs of both placements (a GPU is advised).
+`--train-steps 300 --device cuda` for short training runs of both placements (a GPU is advised). To add
+runs to a results file instead of replacing it, one learning rate at a time and without the at-init profiles:
+
+    python -m minids.experiments.norm_placement --device cuda --init-stds --train-steps 300 --train-lrs 3e-3 --merge
 """
 
 from __future__ import annotations
 
 import argparse
 import datetime
+import json
 import math
 import os
 import sys
@@ -194,13 +198,28 @@ def _record(metric, value, unit, device, **extra) -> dict:
             "command": "python -m minids.experiments.norm_placement " + " ".join(sys.argv[1:]), **extra}
 
 
+def _key(record: dict) -> tuple:
+    """What a record measures: a newer record with the same key replaces it under --merge."""
+    return tuple(record.get(k) for k in ("metric", "kind", "placement", "init_std", "lr"))
+
+
+def _previous_records(path: str) -> list[dict]:
+    if not os.path.exists(path):
+        return []
+    with open(path) as f:
+        records = json.load(f)
+    if not isinstance(records, list):
+        raise ValueError(f"--merge: {path} does not hold a list of records; refusing to overwrite it")
+    return records
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description="Pre-norm vs post-norm through depth (see the module docstring).")
     ap.add_argument("--preset", default="deepseek-llm-67b-mini")
     ap.add_argument("--device", default="cpu")
     ap.add_argument("--out", default="data/results/norm_placement.json", help="JSON file (or a folder for it)")
-    ap.add_argument("--init-stds", type=float, nargs="+", default=[0.006, 0.034, 0.0625],
-                    help="weight init std of each at-init profile (0.006 is the paper's)")
+    ap.add_argument("--init-stds", type=float, nargs="*", default=[0.006, 0.034, 0.0625],
+                    help="weight init std of each at-init profile (0.006 is the paper's); give none to skip them")
     ap.add_argument("--seq-len", type=int, default=32, help="tokens per sequence of the at-init profiles")
     ap.add_argument("--train-steps", type=int, default=0, help="0: no training runs")
     ap.add_argument("--train-lrs", type=float, nargs="+", default=[3e-4, 1e-3])
@@ -209,6 +228,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-seq-len", type=int, default=128)
     ap.add_argument("--time-limit", type=float, default=420.0, help="seconds; later measurements are skipped")
     ap.add_argument("--quick", action="store_true", help="3 layers, one init std, 3 training steps: a smoke test")
+    ap.add_argument("--merge", action="store_true",
+                    help="keep the records already in --out that this run does not measure again (e.g. one learning "
+                         "rate per call, or GPU training runs beside CPU at-init profiles)")
     args = ap.parse_args(argv)
     cfg = ModelConfig.preset(args.preset)
     if args.quick:
@@ -219,6 +241,7 @@ def main(argv: list[str] | None = None) -> int:
     torch.manual_seed(0)
     t0 = time.perf_counter()
     records, failures = [], 0
+    kept = _previous_records(out) if args.merge else []
     jobs = [("init", s, None) for s in args.init_stds]
     if args.train_steps:
         jobs += [("train", args.train_init_std, lr) for lr in args.train_lrs]
@@ -248,7 +271,8 @@ def main(argv: list[str] | None = None) -> int:
             print(f"{kind} std {std} lr {lr}: FAILED {type(e).__name__}: {e}", flush=True)
             records.append(_record("failure", f"{type(e).__name__}: {e}", "", args.device, kind=kind, lr=lr,
                                    **common))
-        write_json_atomic(out, records)  # after every measurement, so an interrupted run keeps what it had
+        # after every measurement, so an interrupted run keeps what it had
+        write_json_atomic(out, [r for r in kept if _key(r) not in {_key(n) for n in records}] + records)
     print(f"wrote {len(records)} records to {out} in {time.perf_counter() - t0:.1f} s", flush=True)
     return 1 if failures else 0
 
