@@ -6,7 +6,6 @@ import math
 import pytest
 import torch
 
-from minids import DeepSeekLM
 from minids.experiments import norm_placement as npl
 
 from conftest import tiny_config
