@@ -8,14 +8,17 @@
 Models (DeepSeek-shaped: GQA 8:1, SwiGLU with the 8/3 rule, untied lm_head, float32):
     gqa8-12x256  12 layers x d_model 256 (the 95-layer miniature's layer, 12 times)   ~10M parameters
     gqa8-100m    16 layers x d_model 768, 16 query / 2 KV heads, vocab 8192            ~110M parameters
-Each minids model is copied into transformers' LlamaForCausalLM (DeepSeekLM.to_hf_state_dict), and both
-generate greedily from the same prompt; the token ids must agree. The paths are timed alternately in the same
+Each minids model lends its very weight tensors to a transformers LlamaForCausalLM (benchmarks/hf_twin.py),
+and both generate greedily from the same prompt; the token ids must agree. The paths are timed alternately in the same
 process (median of repeats), so a busy machine slows all alike. minids is measured twice for decode:
 `generate` (the readable eager path) and `StaticDecoder(capture="compile")` (the static decode step through
 torch.compile with Inductor's freezing + max-autotune, see minids/static_cache.py; its compile time and the
-process's memory growth while compiling are printed and recorded, not counted in the speed). Decode tokens/s =
-new tokens / generate time with a short prompt (8 tokens, so prefill is a small part). Prefill tokens/s = one
-forward over 512 tokens (no cache on either side), measured for minids eager, minids under
+process's memory growth while compiling are printed and recorded, not counted in the speed). transformers is
+measured twice too: `generate` as shipped, and `generate(cache_implementation="static")` with its forward
+compiled under the same Inductor settings (what a user would have to set up by hand; on a CPU transformers
+does not compile by default), so that what minids' own code adds is visible apart from what Inductor adds.
+Decode tokens/s = new tokens / generate time with a short prompt (8 tokens, so prefill is a small part).
+Prefill tokens/s = one forward over 512 tokens (no cache on either side), measured for minids eager, minids under
 `torch.compile(model)`, transformers eager and transformers under `torch.compile(hf_model)` (so that what
 compiling alone buys is visible for both). One thread by default: batch-1 decode is a chain of small
 matrix-vector products, and on a shared machine more threads mostly wait for each other.
@@ -30,6 +33,7 @@ import sys
 import time
 
 import torch
+import torch._inductor.config as inductor_config
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
@@ -39,7 +43,7 @@ from records import record, write_records  # noqa: E402
 
 from minids import DeepSeekLM, ModelConfig  # noqa: E402
 from minids.generate import generate  # noqa: E402
-from minids.static_cache import StaticDecoder  # noqa: E402
+from minids.static_cache import CPU_DECODE_INDUCTOR, StaticDecoder  # noqa: E402
 
 MODELS = {
     "gqa8-12x256": ModelConfig.preset("deepseek-llm-67b-mini").replace(n_layers=12),
@@ -151,7 +155,7 @@ def main(argv=None) -> None:
             "transformers": lambda: hf.generate(prompt, attention_mask=torch.ones_like(prompt),
                                                 max_new_tokens=args.new_tokens, do_sample=False),
         }
-        compile_info = {}
+        compile_info, hf_compile_info, compiled_same, hf_static_same = {}, {}, None, None
         if not args.no_compile:  # the fast path: the static decode step, compiled (compile time not counted)
             rss_before, t0 = rss_mb(), time.perf_counter()
             decoder = StaticDecoder(model, 1, args.prompt + args.new_tokens, capture="compile")
@@ -162,6 +166,24 @@ def main(argv=None) -> None:
                   f"+{compile_info['rss_growth_mb']} MB (weights: {4 * n_params / 2**20:.0f} MB); same tokens: "
                   f"{compiled_same}", flush=True)
             runs["minids-compiled"] = lambda: decoder.generate(prompt, args.new_tokens)
+            # transformers on the same terms: its own static cache, its forward compiled with the same Inductor
+            # settings (not what it does by default on a CPU, where a static cache alone changes nothing)
+            hf_fast = hf_twin(model).eval()
+            hf_fast.forward = torch.compile(hf_fast.forward, fullgraph=True)
+
+            def hf_static():
+                with inductor_config.patch(**CPU_DECODE_INDUCTOR):
+                    return hf_fast.generate(prompt, attention_mask=torch.ones_like(prompt), do_sample=False,
+                                            max_new_tokens=args.new_tokens, cache_implementation="static")
+
+            rss_before, t0 = rss_mb(), time.perf_counter()
+            hf_static_same = torch.equal(hf_static(), theirs)
+            hf_compile_info = dict(compile_s=round(time.perf_counter() - t0, 1),
+                                   rss_growth_mb=round(rss_mb() - rss_before))
+            print(f"  transformers, static cache + the same compile: {hf_compile_info['compile_s']:.0f} s to "
+                  f"compile, process memory +{hf_compile_info['rss_growth_mb']} MB; same tokens: {hf_static_same}",
+                  flush=True)
+            runs["transformers-compiled"] = hf_static
         decode = alternate(runs, args.repeats)
         with torch.inference_mode():
             prefill_runs = {"minids": lambda: model(long_prompt),
@@ -177,15 +199,21 @@ def main(argv=None) -> None:
                 prefill_runs["transformers-compiled"] = lambda: hf_c(long_prompt, use_cache=False)
             prefill = alternate(prefill_runs, args.repeats)
         extra = dict(batch=1, threads=args.threads, n_params=n_params, dtype="float32")
+        decode_paths = {  # key -> (impl, path, same tokens as transformers' eager generate, compile info)
+            "minids": ("minids", "eager", same, {}),
+            "transformers": ("transformers", "eager", True, {}),
+            "minids-compiled": ("minids", "compiled static step", compiled_same, compile_info),
+            "transformers-compiled": ("transformers", "static cache + same compile", hf_static_same,
+                                      hf_compile_info),
+        }
         for key in decode:
-            impl, path = ("minids", "compiled static step") if key == "minids-compiled" else (key, "eager")
+            impl, path, same_key, info = decode_paths[key]
             dec = args.new_tokens / decode[key]
             print(f"  {key:>21}: decode  {dec:9.1f} tok/s", flush=True)
-            same_key = compiled_same if key == "minids-compiled" else same
             records.append(record("decode_tok_s", impl, name, round(dec, 2), "tokens/s", "cpu", path=path,
                                   variant=path, prompt_len=args.prompt, new_tokens=args.new_tokens,
                                   same_tokens_as_transformers=same_key, weight_bytes_per_token=weight_bytes,
-                                  **(compile_info if key == "minids-compiled" else {}), **extra))
+                                  **info, **extra))
         for key in prefill:
             impl, path = (key.split("-")[0], "torch.compile") if key.endswith("-compiled") else (key, "eager")
             pre = args.prefill / prefill[key]
@@ -196,6 +224,9 @@ def main(argv=None) -> None:
         pre_ratios = ", ".join(f"{k} {prefill['transformers'] / prefill[k]:.2f}x"
                                for k in prefill if k != "transformers")
         print(f"  against transformers' eager: decode {ratios}; prefill {pre_ratios}", flush=True)
+        if "transformers-compiled" in decode:
+            print(f"  compiled against compiled: decode minids "
+                  f"{decode['transformers-compiled'] / decode['minids-compiled']:.2f}x", flush=True)
         if args.profile:
             profile_decode(model)
     if not args.quick:
