@@ -272,7 +272,8 @@ def main(argv: list[str] | None = None) -> int:
             records.append(_record("failure", f"{type(e).__name__}: {e}", "", args.device, kind=kind, lr=lr,
                                    **common))
         # after every measurement, so an interrupted run keeps what it had
-        write_json_atomic(out, [r for r in kept if _key(r) not in {_key(n) for n in records}] + records)
+        measured = {_key(r) for r in records}
+        write_json_atomic(out, [r for r in kept if _key(r) not in measured] + records)
     print(f"wrote {len(records)} records to {out} in {time.perf_counter() - t0:.1f} s", flush=True)
     return 1 if failures else 0
 
