@@ -3,13 +3,15 @@
     tokenizer.py  ByteTokenizer: UTF-8 bytes, vocab 256
     corpus.py     the Python standard library's docstrings as a small English corpus; lm_batches
     synthetic.py  KHopTask: variable-binding chains with k = 1..6 dependent look-ups
+    hop.py        HopKTask: hop_k, k-hop induction heads (Sanford, Hsu and Telgarsky 2024), k = 0..16
 """
 
 from .corpus import build_corpus, corpus_manifest, corpus_text, corpus_tokens, lm_batches, lm_eval_windows
+from .hop import HopKTask, hop_reference
 from .synthetic import KHopTask
 from .tokenizer import ByteTokenizer
 
 __all__ = [
     "ByteTokenizer", "corpus_tokens", "corpus_text", "corpus_manifest", "build_corpus", "lm_batches",
-    "lm_eval_windows", "KHopTask",
+    "lm_eval_windows", "KHopTask", "HopKTask", "hop_reference",
 ]
