@@ -85,7 +85,8 @@ def test_steps_follow_each_tasks_share_of_the_budget():
 
     from minids.experiments.depth_vs_width import SETTINGS, choose_steps
 
-    setting = replace(SETTINGS["cuda"], budget_s=100.0, min_steps=1, max_steps=10**6)
+    setting = replace(SETTINGS["cuda"], tasks=("khop", "corpus"), task_share={"khop": 0.75, "corpus": 0.25},
+                      budget_s=100.0, min_steps=1, max_steps=10**6)
     per_step = {("A", "khop"): 0.01, ("B", "khop"): 0.01, ("A", "corpus"): 0.01, ("B", "corpus"): 0.01}
     khop, corpus = (choose_steps(setting, per_step, 1, t, eval_overhead=1.0) for t in ("khop", "corpus"))
     assert (khop, corpus) == (3750, 1250)  # 75 s / 0.02 s and 25 s / 0.02 s
