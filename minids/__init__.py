@@ -44,7 +44,7 @@ from .rope import (
 )
 from .schedule import cosine_lr, multistep_lr
 from .shapes import Shape, param_matched_family
-from .source import show_source
+from .source import say, show_source
 from .train import TrainConfig  # minids.train (the module) holds train()
 
 __version__ = "0.1.0"
@@ -52,7 +52,7 @@ __version__ = "0.1.0"
 __all__ = [
     "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DecoderLayer", "KVCache",
     "count_params", "kv_cache_bytes", "ParamCount", "six_n", "paper_M", "matmul_flops_per_token",
-    "swiglu_hidden_size", "CheckpointError", "show_source",
+    "swiglu_hidden_size", "CheckpointError", "show_source", "say",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",
     "rope_inv_freq", "rotate_half",
     "generate", "stream_generate", "TrainConfig", "multistep_lr", "cosine_lr", "Shape",

@@ -1,4 +1,5 @@
-"""show_source: print the real source of a minids object in a notebook, so chapters never re-type code."""
+"""show_source: print the real source of a minids object in a notebook, so chapters never re-type code;
+say: print with long lines wrapped to the width of a notebook's output area."""
 
 from __future__ import annotations
 
@@ -27,3 +28,18 @@ def show_source(obj, method: str | None = None) -> None:
     except ImportError:
         pass
     print(code)
+
+
+def say(*parts, width: int = 100, indent: str = "    ", sep: str = " ") -> None:
+    """print(), but any line longer than `width` characters is wrapped at spaces, continuations indented.
+
+    The chapters print with it where a line could pass the width of JupyterLab's output area (about 107
+    characters in a 1280-pixel window with the file browser open): a wrapped sentence reads, a cut one does not.
+    """
+    import textwrap
+
+    for line in sep.join(str(p) for p in parts).split("\n"):
+        if len(line) <= width:
+            print(line)
+        else:
+            print(textwrap.fill(line, width, subsequent_indent=indent, break_long_words=False, break_on_hyphens=False))

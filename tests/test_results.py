@@ -23,3 +23,25 @@ def test_median_time_is_the_median_of_the_repeats(monkeypatch):
     calls = []
     assert median_time(lambda: calls.append(1), "cpu", warmup=2, repeats=3) == 1.0
     assert len(calls) == 5
+
+
+def test_project_path_finds_the_checkout_from_anywhere(tmp_path, monkeypatch):
+    from minids.paths import project_path
+
+    monkeypatch.chdir(tmp_path)  # a chapter opened from another folder
+    assert (project_path("data", "results") / "hop_k_cuda.json").is_file()
+    assert project_path("benchmarks", "results").is_dir()
+    with pytest.raises(FileNotFoundError, match="pip install -e"):
+        project_path("data", "no_such_file.json")
+    assert not project_path("no_such", must_exist=False).exists()
+
+
+def test_say_wraps_long_lines_only(capsys):
+    from minids import say
+
+    say("short line", "kept")
+    say("word " * 40 + "end")
+    lines = capsys.readouterr().out.splitlines()
+    assert lines[0] == "short line kept"
+    assert len(lines) >= 3 and all(len(line) <= 100 for line in lines[1:]) and lines[2].startswith("    word")
+    assert " ".join(line.strip() for line in lines[1:]) == ("word " * 40 + "end")
