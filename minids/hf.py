@@ -142,3 +142,63 @@ def _shard_tensors(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
                     yield key, f.get_tensor(key)
         else:
             yield from torch.load(path, map_location="cpu", mmap=True, weights_only=True).items()
+
+
+# ---- writing a folder that transformers loads --------------------------------------------------------
+
+
+def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | None = None):
+    """Write `model` (and a minids Tokenizer) as a Hugging Face model folder, atomically.
+
+    folder/config.json          LlamaForCausalLM's config (ModelConfig.to_hf_dict), with dtype and bos/eos ids
+    folder/model.safetensors    the weights under checkpoint names (to_hf_state_dict), in `dtype` if given
+    folder/tokenizer.json       with tokenizer_config.json and special_tokens_map.json, so that
+                                AutoTokenizer gives transformers' fast tokenizer over the same file
+
+    Everything is written into a temporary folder beside `folder`, which then takes its place by rename: a
+    crash leaves the old folder (or none), never half of a new one. Returns the folder's Path.
+    """
+    import shutil
+    import tempfile
+    from pathlib import Path
+
+    from safetensors.torch import save_file
+
+    folder = Path(folder)
+    config = model.config
+    if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
+        raise ValueError(f"save_hf: the tokenizer has {tokenizer.vocab_size:,} tokens but the model's vocab_size is "
+                         f"{config.vocab_size:,}; ids past the embedding would have no row")
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    try:
+        state = {k: (v.detach().to(dtype) if dtype else v.detach()).contiguous().cpu()
+                 for k, v in to_hf_state_dict(model).items()}
+        save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
+        hf = config.to_hf_dict()
+        hf["dtype"] = str(next(iter(state.values())).dtype).replace("torch.", "")
+        if tokenizer is not None:
+            hf["bos_token_id"], hf["eos_token_id"] = tokenizer.bos_id, tokenizer.eos_id
+            tokenizer.save(tmp / "tokenizer.json")
+            names = {"bos_token": tokenizer.backend.id_to_token(tokenizer.bos_id) if tokenizer.bos_id is not None else None,
+                     "eos_token": tokenizer.backend.id_to_token(tokenizer.eos_id) if tokenizer.eos_id is not None else None}
+            names = {k: v for k, v in names.items() if v is not None}
+            (tmp / "special_tokens_map.json").write_text(json.dumps(names, indent=1, ensure_ascii=False))
+            (tmp / "tokenizer_config.json").write_text(json.dumps({
+                "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.max_seq_len,
+                "clean_up_tokenization_spaces": False, **names}, indent=1, ensure_ascii=False))
+        (tmp / "config.json").write_text(json.dumps(hf, indent=1))
+        for path in tmp.iterdir():
+            os.chmod(path, 0o644)
+        os.chmod(tmp, 0o755)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, old / "x")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise
+    return folder

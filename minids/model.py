@@ -157,6 +157,12 @@ class DeepSeekLM(nn.Module):
 
         return load_hf(cls, source, device=device, dtype=dtype)
 
+    def save_hf(self, folder, tokenizer=None, dtype: torch.dtype | None = None):
+        """Write a folder that transformers' AutoModelForCausalLM (and AutoTokenizer) load; atomic (hf.py)."""
+        from .hf import save_hf
+
+        return save_hf(self, folder, tokenizer=tokenizer, dtype=dtype)
+
     def to_hf_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under Llama-format checkpoint names (model.layers.0.self_attn.q_proj.weight...)."""
         from .hf import to_hf_state_dict
