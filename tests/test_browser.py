@@ -168,52 +168,92 @@ STATE_JS = """() => {
 }"""
 
 
+DONE_JS = """() => { const p = window.jupyterapp.shell.currentWidget; const cells = p.content.model.cells;
+  for (let i = 0; i < cells.length; i++) { const c = cells.get(i);
+    if (c.type === 'code' && (c.executionCount === null || c.executionState === 'running')) return false; }
+  return p.sessionContext.session.kernel.status === 'idle'; }"""
+PAGES = 2  # chapters run two at a time, one per JupyterLab tab: most cells use one core
+
+
+def _open(page, rel: str) -> dict:
+    """Open a chapter in this page's JupyterLab, wait for its kernel, report its state, then Run All."""
+    page.evaluate("async path => { await window.jupyterapp.commands.execute('docmanager:open', {path}); }", rel)
+    page.wait_for_function("path => { const w = window.jupyterapp.shell.currentWidget;"
+                           " return w && w.context && w.context.path === path; }", arg=rel, timeout=60_000)
+    page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
+                           "?.status === 'idle'", timeout=60_000)
+    page.wait_for_timeout(1000)  # let JupyterLab apply the kernel's metadata, if it is going to
+    opened = page.evaluate(STATE_JS)
+    page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
+    page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")  # not awaited
+    return opened
+
+
+def _close(page, rel: str) -> None:
+    """Stop the chapter's kernel and close its tab without saving (dispose: no "save changes?" dialog), so
+    the file on disk is never touched."""
+    page.evaluate("""async path => { const w = window.jupyterapp.shell.currentWidget;
+                     if (w && w.context && w.context.path === path) { await w.sessionContext.shutdown(); w.dispose(); } }""",
+                  rel)
+
+
 @pytest.fixture(scope="module")
-def page(lab, browser):
-    """One JupyterLab page for all chapters (loading the app once; each chapter opens in it and is closed)."""
-    page = browser.new_page(viewport=WINDOW)
-    try:
-        page.goto(f"{lab['url']}/lab?token={lab['token']}", wait_until="domcontentloaded")
+def runs(lab, browser, screenshots):
+    """Every chapter opened and Run All in a real JupyterLab, PAGES at a time: {chapter: result}, where a
+    result holds the state on opening, the state after the run, or the error that stopped it."""
+    pages = []
+    for i in range(PAGES):
+        page = browser.new_page(viewport=WINDOW)
+        page.goto(f"{lab['url']}/lab/workspaces/w{i}?token={lab['token']}", wait_until="domcontentloaded")
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=90_000)
         page.wait_for_selector(".jp-DirListing-content", timeout=90_000)  # the app has started
-        yield page
+        pages.append(page)
+    queue = list(CHAPTERS)
+    active: dict[int, tuple[Path, float, dict]] = {}
+    results: dict[str, dict] = {}
+    try:
+        while queue or active:
+            for i, page in enumerate(pages):
+                if i in active or not queue:
+                    continue
+                chapter = queue.pop(0)
+                try:
+                    active[i] = (chapter, time.time(), _open(page, chapter.relative_to(ROOT).as_posix()))
+                except Exception as exc:  # noqa: BLE001: recorded, the chapter's test fails with it
+                    results[chapter.name] = {"error": f"opening failed: {exc}"}
+                    _close(page, chapter.relative_to(ROOT).as_posix())
+            for i, (chapter, started, opened) in list(active.items()):
+                page, rel = pages[i], chapter.relative_to(ROOT).as_posix()
+                try:
+                    if page.evaluate(DONE_JS):
+                        page.wait_for_timeout(500)  # images decode after the last output arrives
+                        state = page.evaluate(STATE_JS)
+                        page.screenshot(path=str(screenshots / f"{chapter.stem}.png"))
+                        results[chapter.name] = {"opened": opened, "state": state, "seconds": time.time() - started}
+                    elif time.time() - started > RUN_ALL_TIMEOUT_S:
+                        results[chapter.name] = {"error": f"Run All did not finish in {RUN_ALL_TIMEOUT_S} s"}
+                    else:
+                        continue
+                except Exception as exc:  # noqa: BLE001
+                    results[chapter.name] = {"error": f"running failed: {exc}"}
+                _close(page, rel)
+                del active[i]
+            pages[0].wait_for_timeout(500)
+        yield results
     finally:
-        page.close()
+        for page in pages:
+            page.close()
 
 
 @pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
-def test_chapter_runs_in_jupyterlab(chapter, page, screenshots):
-    rel = chapter.relative_to(ROOT).as_posix()
-    try:
-        page.evaluate("async path => { await window.jupyterapp.commands.execute('docmanager:open', {path}); }", rel)
-        page.wait_for_function("path => { const w = window.jupyterapp.shell.currentWidget;"
-                               " return w && w.context && w.context.path === path; }", arg=rel, timeout=60_000)
-        page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
-                               "?.status === 'idle'", timeout=60_000)
-        page.wait_for_timeout(1000)  # let JupyterLab apply the kernel's metadata, if it is going to
-        opened = page.evaluate(STATE_JS)
-        assert not opened["dirty"], f"{chapter.name} opens marked unsaved (JupyterLab changed it on opening)"
-
-        page.evaluate("() => window.jupyterapp.commands.execute('notebook:clear-all-cell-outputs')")
-        page.evaluate("() => { window.jupyterapp.commands.execute('notebook:run-all-cells'); }")
-        page.wait_for_function(
-            """() => { const p = window.jupyterapp.shell.currentWidget; const cells = p.content.model.cells;
-                       for (let i = 0; i < cells.length; i++) { const c = cells.get(i);
-                         if (c.type === 'code' && (c.executionCount === null || c.executionState === 'running')) return false; }
-                       return p.sessionContext.session.kernel.status === 'idle'; }""",
-            timeout=RUN_ALL_TIMEOUT_S * 1000, polling=500)
-        page.wait_for_timeout(500)  # images decode after the last output arrives
-        state = page.evaluate(STATE_JS)
-        page.screenshot(path=str(screenshots / f"{chapter.stem}.png"))
-        assert not state["errors"], f"{chapter.name}: error output in the browser: {state['errors']}"
-        assert state["executed"] == state["code"], f"{chapter.name}: {state['executed']} of {state['code']} code cells ran"
-        stored = _stored_images(chapter)
-        assert state["images"] == stored, f"{chapter.name}: {state['images']} images rendered, the stored notebook has {stored}"
-        assert not state["too_wide"], (f"{chapter.name}: printed lines wider than the output area in a "
-                                       f"{WINDOW['width']} px window: {state['too_wide']}")
-    finally:
-        # Stop this chapter's kernel and close its tab without saving (dispose: no "save changes?" dialog),
-        # so the next chapter starts on a quiet machine and the file on disk is never touched.
-        page.evaluate("""async path => { const w = window.jupyterapp.shell.currentWidget;
-                         if (w && w.context && w.context.path === path) {
-                           await w.sessionContext.shutdown(); w.dispose(); } }""", rel)
+def test_chapter_runs_in_jupyterlab(chapter, runs):
+    result = runs[chapter.name]
+    assert "error" not in result, f"{chapter.name}: {result.get('error')}"
+    opened, state = result["opened"], result["state"]
+    assert not opened["dirty"], f"{chapter.name} opens marked unsaved (JupyterLab changed it on opening)"
+    assert not state["errors"], f"{chapter.name}: error output in the browser: {state['errors']}"
+    assert state["executed"] == state["code"], f"{chapter.name}: {state['executed']} of {state['code']} code cells ran"
+    stored = _stored_images(chapter)
+    assert state["images"] == stored, f"{chapter.name}: {state['images']} images rendered, the stored notebook has {stored}"
+    assert not state["too_wide"], (f"{chapter.name}: printed lines wider than the output area in a "
+                                   f"{WINDOW['width']} px window: {state['too_wide']}")
