@@ -26,7 +26,7 @@ from .accounting import ParamCount, count_params, kv_cache_bytes, matmul_flops_p
 from .attention import GroupedQueryAttention
 from .config import ModelConfig
 from .ffn import SwiGLU, swiglu_hidden_size
-from .generate import generate, stream_generate
+from .generate import generate, generate_text, stream_generate, stream_text
 from .hf import CheckpointError
 from .kv_cache import KVCache
 from .layer import DecoderLayer
@@ -55,6 +55,6 @@ __all__ = [
     "swiglu_hidden_size", "CheckpointError", "show_source", "say",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",
     "rope_inv_freq", "rotate_half",
-    "generate", "stream_generate", "TrainConfig", "multistep_lr", "cosine_lr", "Shape",
+    "generate", "stream_generate", "generate_text", "stream_text", "TrainConfig", "multistep_lr", "cosine_lr", "Shape",
     "param_matched_family", "scaling",
 ]

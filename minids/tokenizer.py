@@ -150,3 +150,30 @@ def train_tokenizer(texts: Iterable[str], n_bpe: int = 8000, specials: tuple[str
     padded = -(-size // pad_multiple) * pad_multiple
     backend.add_special_tokens([f"<｜reserved_{i}｜>" for i in range(padded - size)])
     return Tokenizer(backend, bos=specials[0] if specials else None, eos=specials[1] if len(specials) > 1 else None)
+
+
+N_BPE = 8000  # the committed data/tokenizer: 8,000 BPE tokens + 2 special + 62 reserved = 8,064 = 63 x 128
+
+
+def main(argv=None) -> None:
+    """python -m minids.tokenizer [folder]: train the project's tokenizer on the pre-training corpus's train
+    split (minids.data.pretrain) and write folder/tokenizer.json (default data/tokenizer)."""
+    import sys
+    import time
+
+    from .data.pretrain import pretrain_text
+
+    argv = sys.argv[1:] if argv is None else argv
+    folder = Path(argv[0] if argv else "data/tokenizer")
+    text = pretrain_text("train")
+    start = time.time()
+    tok = train_tokenizer([text[i:i + 1_000_000] for i in range(0, len(text), 1_000_000)], n_bpe=N_BPE)
+    tok.save(folder / "tokenizer.json")
+    val = pretrain_text("val")
+    n = len(tok.encode(val))
+    print(f"{tok} trained on {len(text.encode()) / 1e6:.1f} MB in {time.time() - start:.0f} s; "
+          f"validation split: {len(val.encode()) / n:.2f} bytes per token; wrote {folder / 'tokenizer.json'}")
+
+
+if __name__ == "__main__":
+    main()

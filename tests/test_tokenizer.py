@@ -68,3 +68,25 @@ def test_bad_input_is_named(tok, tmp_path):
     with pytest.raises(ValueError, match="n_bpe"):
         train_tokenizer(["x"], n_bpe=100)
     assert torch.is_tensor(tok.encode_batch(["x"])[0])
+
+
+def test_text_generation_streams_whole_characters_that_join_to_the_tokens(tok):
+    from minids import DeepSeekLM, generate, generate_text, stream_text
+    from minids.config import ModelConfig
+
+    torch.manual_seed(0)
+    model = DeepSeekLM(ModelConfig(vocab_size=tok.vocab_size, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2,
+                                   d_ff=64, max_seq_len=128)).eval()
+    prompt = "Return the value of"
+    pieces = list(stream_text(model, tok, prompt, 40))
+    ids = torch.tensor([tok.encode(prompt, bos=True)])
+    tokens = generate(model, ids, 40, eos_id=tok.eos_id)[0, ids.shape[1]:].tolist()
+    tokens = tokens[:tokens.index(tok.eos_id)] if tok.eos_id in tokens else tokens
+    assert "".join(pieces) == tok.decode(tokens) == generate_text(model, tok, prompt, 40)
+    # a random model emits byte soup: invalid bytes stay U+FFFD, but no piece ends in a character still to come
+    assert len(pieces) > 1 and all(not p.endswith("\ufffd") for p in pieces[:-1])
+    a = generate_text(model, tok, prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    b = generate_text(model, tok, prompt, 20, temperature=1.0, generator=torch.Generator().manual_seed(3))
+    assert a == b
+    with pytest.raises(TypeError, match="prompt as a str"):
+        generate_text(model, tok, [1, 2], 5)

@@ -4,14 +4,17 @@
     corpus.py     the Python standard library's docstrings as a small English corpus; lm_batches
     synthetic.py  KHopTask: variable-binding chains with k = 1..6 dependent look-ups
     hop.py        HopKTask: hop_k, k-hop induction heads (Sanford, Hsu and Telgarsky 2024), k = 0..16
+    pretrain.py   a 59 MB pre-training corpus of Python source (stdlib, torch, numpy, matplotlib), committed as xz
 """
 
 from .corpus import build_corpus, corpus_manifest, corpus_text, corpus_tokens, lm_batches, lm_eval_windows
 from .hop import HopKTask, hop_reference
+from .pretrain import build_pretrain_corpus, pretrain_manifest, pretrain_text
 from .synthetic import KHopTask
 from .tokenizer import ByteTokenizer
 
 __all__ = [
     "ByteTokenizer", "corpus_tokens", "corpus_text", "corpus_manifest", "build_corpus", "lm_batches",
     "lm_eval_windows", "KHopTask", "HopKTask", "hop_reference",
+    "build_pretrain_corpus", "pretrain_manifest", "pretrain_text",
 ]
