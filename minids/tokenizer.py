@@ -122,7 +122,7 @@ class Tokenizer:
 
 
 def train_tokenizer(texts: Iterable[str], n_bpe: int = 8000, specials: tuple[str, ...] = (BOS, EOS),
-                    pad_multiple: int = PAD_MULTIPLE) -> Tokenizer:
+                    pad_multiple: int = PAD_MULTIPLE, split_digits: bool = True) -> Tokenizer:
     """A DeepSeek-style byte-level BPE trained on `texts`: n_bpe tokens (the 256 bytes included) learned by
     `tokenizers`' BpeTrainer, then the special tokens, then reserved tokens up to a multiple of pad_multiple
     (so that the tokenizer's size is the model's vocabulary, as 102,400 is the 67B's).
@@ -130,6 +130,7 @@ def train_tokenizer(texts: Iterable[str], n_bpe: int = 8000, specials: tuple[str
     Pre-tokenization, in order: digits split one by one (the paper's "numbers split into individual digits"),
     then GPT-2's byte-level split (letters, digits, punctuation and white space never share a token), with
     every byte mapped to a printable stand-in so that any UTF-8 text round-trips exactly.
+    split_digits=False leaves numbers to BPE (for comparison: frequent numbers become single tokens).
     """
     from tokenizers import Tokenizer as Backend
     from tokenizers import decoders, models, pre_tokenizers, trainers
@@ -137,10 +138,10 @@ def train_tokenizer(texts: Iterable[str], n_bpe: int = 8000, specials: tuple[str
     if n_bpe < 257:
         raise ValueError(f"n_bpe ({n_bpe}) must exceed the 256 byte tokens that byte-level BPE starts from")
     backend = Backend(models.BPE())
-    backend.pre_tokenizer = pre_tokenizers.Sequence([
-        pre_tokenizers.Digits(individual_digits=True),
-        pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    ])
+    steps = [pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]
+    if split_digits:
+        steps.insert(0, pre_tokenizers.Digits(individual_digits=True))
+    backend.pre_tokenizer = pre_tokenizers.Sequence(steps)
     backend.decoder = decoders.ByteLevel()
     trainer = trainers.BpeTrainer(vocab_size=n_bpe, initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
                                   show_progress=False, special_tokens=[])

@@ -32,7 +32,7 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]_*.ipynb"))
+CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
 CHROMIUM = os.environ.get("MINIDS_CHROMIUM", "/usr/bin/chromium")
 RUN_ALL_TIMEOUT_S = 180  # a chapter must run in under 60 s on a laptop; a shared CI core gets 3x
 WINDOW = {"width": 1280, "height": 900}
@@ -198,9 +198,11 @@ def _close(page, rel: str) -> None:
 
 
 @pytest.fixture(scope="module")
-def runs(lab, browser, screenshots):
-    """Every chapter opened and Run All in a real JupyterLab, PAGES at a time: {chapter: result}, where a
-    result holds the state on opening, the state after the run, or the error that stopped it."""
+def runs(lab, browser, screenshots, request):
+    """Every selected chapter opened and Run All in a real JupyterLab, PAGES at a time: {chapter: result},
+    where a result holds the state on opening, the state after the run, or the error that stopped it."""
+    selected = {item.callspec.params["chapter"] for item in request.session.items
+                if getattr(item, "callspec", None) is not None and "chapter" in item.callspec.params}
     pages = []
     for i in range(PAGES):
         page = browser.new_page(viewport=WINDOW)
@@ -208,7 +210,7 @@ def runs(lab, browser, screenshots):
         page.wait_for_function("() => window.jupyterapp && window.jupyterapp.shell", timeout=90_000)
         page.wait_for_selector(".jp-DirListing-content", timeout=90_000)  # the app has started
         pages.append(page)
-    queue = list(CHAPTERS)
+    queue = [c for c in CHAPTERS if c in selected]  # pytest -k runs only the chapters it picked
     active: dict[int, tuple[Path, float, dict]] = {}
     results: dict[str, dict] = {}
     try:
