@@ -132,28 +132,26 @@ def stream_text(model: DeepSeekLM, tokenizer, prompt: str, max_new_tokens: int, 
     """Yield the completion of `prompt` as text, piece by piece, as the tokens are chosen (stops at eos).
 
     `tokenizer` is a minids.tokenizer.Tokenizer; `sampling` takes stream_generate's temperature, top_k, top_p
-    and generator. Byte-level BPE can spread one character over several tokens: a piece is held back while
-    the text decoded so far ends in an incomplete character, so every piece is whole text and the pieces
-    join to exactly tokenizer.decode(new tokens).
+    and generator. Byte-level BPE can spread one character over several tokens: tokens are held back while
+    their text ends in an incomplete character, so every piece is whole text and the pieces join to exactly
+    tokenizer.decode(new tokens); only the held-back tokens are decoded at each step, so a step costs the
+    same however long the text already is.
     """
     if not isinstance(prompt, str):
         raise TypeError(f"stream_text takes the prompt as a str, got {type(prompt).__name__}")
     device = next(model.parameters()).device
     ids = torch.tensor([tokenizer.encode(prompt, bos=bos and tokenizer.bos_id is not None)], device=device)
-    new: list[int] = []
-    shown = ""
+    pending: list[int] = []  # tokens since the last whole character: only these are decoded each step
     for token in stream_generate(model, ids, max_new_tokens, eos_id=tokenizer.eos_id, **sampling):
         if tokenizer.eos_id is not None and int(token[0]) == tokenizer.eos_id:
             break
-        new.append(int(token[0]))
-        text = tokenizer.decode(new)
-        if text.endswith("\ufffd"):  # the last character is not complete yet
-            continue
-        yield text[len(shown):]
-        shown = text
-    final = tokenizer.decode(new)
-    if len(final) > len(shown):
-        yield final[len(shown):]
+        pending.append(int(token[0]))
+        text = tokenizer.decode(pending)
+        if not text.endswith("\ufffd"):  # else the last character is not complete yet
+            yield text
+            pending = []
+    if pending:
+        yield tokenizer.decode(pending)
 
 
 def generate_text(model: DeepSeekLM, tokenizer, prompt: str, max_new_tokens: int, bos: bool = True,

@@ -34,10 +34,11 @@ REPO_CORPUS_DIR = Path(__file__).resolve().parents[2] / "data" / "corpus"
 CACHE_CORPUS_DIR = Path(os.environ.get("MINIDS_CACHE", Path.home() / ".cache" / "minids")) / "corpus"
 
 
-def _stdlib_files(root: str) -> list[str]:
+def _stdlib_files(root: str, skip_dirs: set[str] = SKIP_DIRS) -> list[str]:
+    """The .py files under root in sorted order, leaving out the folders named in skip_dirs."""
     found = []
     for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS and not d.startswith("config-"))
+        subdirs[:] = sorted(d for d in subdirs if d not in skip_dirs and not d.startswith("config-"))
         found += [os.path.join(directory, f) for f in sorted(files) if f.endswith(".py")]
     return found
 

@@ -34,6 +34,7 @@ version, written like the paper's string code, that the tests check the tensors 
 
 from __future__ import annotations
 
+import math
 from dataclasses import dataclass
 
 import torch
@@ -197,6 +198,4 @@ def hop_reference(chars: list[int], k: int) -> list[int]:
 
 def depth_needed(k: int) -> float:
     """The construction's depth for hop_k: about log2(k) + 2 layers (Sanford et al. 2024), for k >= 1."""
-    import math
-
     return math.log2(k) + 2 if k >= 1 else 1.0

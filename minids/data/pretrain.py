@@ -28,6 +28,9 @@ import sysconfig
 import zlib
 from pathlib import Path
 
+from ..paths import PROJECT_ROOT
+from .corpus import _stdlib_files, _write_atomic
+
 SPLITS = ("train", "val")
 SKIP_DIRS = {"test", "tests", "testing", "idlelib", "lib2to3", "turtledemo", "ensurepip", "site-packages",
              "__pycache__", "_vendor", "vendored"}
@@ -37,11 +40,7 @@ VAL_MODULUS = 50
 
 
 def _py_files(root: Path) -> list[Path]:
-    found = []
-    for directory, subdirs, files in os.walk(root):
-        subdirs[:] = sorted(d for d in subdirs if d not in SKIP_DIRS and not d.startswith("config-"))
-        found += [Path(directory) / f for f in sorted(files) if f.endswith(".py")]
-    return found
+    return [Path(p) for p in _stdlib_files(str(root), SKIP_DIRS)]
 
 
 def _sources() -> list[tuple[str, Path, str]]:
@@ -94,14 +93,8 @@ def build_pretrain_corpus(out_dir: str | os.PathLike) -> dict:
     return manifest
 
 
-def _write_atomic(path: Path, data: bytes) -> None:
-    tmp = path.with_suffix(path.suffix + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-
-
 def pretrain_dir() -> Path:
-    return Path(__file__).resolve().parents[2] / "data" / "pretrain"
+    return PROJECT_ROOT / "data" / "pretrain"
 
 
 def pretrain_manifest() -> dict:

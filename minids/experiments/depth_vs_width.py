@@ -185,7 +185,7 @@ def _train_config(setting: Setting, task: _Task, steps: int, seed: int, device) 
     )
 
 
-def _binned(values: list[float], bins: int = 50) -> tuple[list[int], list[float]]:
+def binned(values: list[float], bins: int = 50) -> tuple[list[int], list[float]]:
     """Mean train loss over `bins` equal stretches of steps (keeps the JSON small): (last step, mean)."""
     n = len(values)
     edges = [round(i * n / bins) for i in range(bins + 1)]
@@ -204,7 +204,7 @@ def train_one(setting: Setting, shape: Shape, task: _Task, seed: int, steps: int
     history = train(model, stream[1] if stream else task.get_batch, config, eval_fn=task.evaluate, progress=False)
     final = history["evals"][-1]
     best = min(history["evals"], key=lambda e: e["loss"])
-    curve_steps, curve_loss = _binned(history["losses"])
+    curve_steps, curve_loss = binned(history["losses"])
     tail = history["losses"][-max(1, steps // 20):]
     cfg = shape.config
     record = {
@@ -441,6 +441,13 @@ if __name__ == "__main__":
 # ---- reading the results (chapter 06) ------------------------------------------------------------------
 
 
+def mean_std(values: list[float]) -> tuple[float, float]:
+    """Mean and sample standard deviation (0 for one value): the seed spread the chapters report."""
+    m = sum(values) / len(values)
+    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
+    return m, s
+
+
 def summarize(records: list[dict]) -> dict:
     """Per task and shape: seeds, mean/std of final_loss, accuracy per k (mean, std), tokens/s; and per shape
     the latency record. Failed and skipped runs are counted, not averaged.
@@ -448,12 +455,6 @@ def summarize(records: list[dict]) -> dict:
     Returns {"tasks": {task: {shape: {...}}}, "latency": {shape: record}, "shapes": [names, shallow first],
              "failed": n, "skipped": n}.
     """
-
-    def mean_std(values):
-        m = sum(values) / len(values)
-        s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-        return m, s
-
     runs = [r for r in records if r.get("record") == "train"]
     good = [r for r in runs if "error" not in r and "skipped" not in r]
     order = sorted({(r["n_layers"], r["d_model"], r["shape"]) for r in good})

@@ -36,8 +36,6 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime
-import json
-import math
 import multiprocessing
 import os
 import platform
@@ -52,6 +50,7 @@ import torch
 from ..data.hop import HopKTask
 from ..results import write_json_atomic
 from ..shapes import Shape, budget_of, shape_for
+from .depth_vs_width import binned, device_name, load_results, mean_std
 
 GATE_ACCURACY = 0.95  # at k = 0 and k = 1, every depth >= 2
 SOLVED = 0.95  # k*(L): the largest k with mean accuracy >= SOLVED
@@ -124,19 +123,12 @@ class _Deadline(Exception):
     pass
 
 
-def _binned(values: list[float], bins: int = 40) -> tuple[list[int], list[float]]:
-    n = len(values)
-    edges = [round(i * n / bins) for i in range(bins + 1)]
-    pairs = [(b, sum(values[a:b]) / (b - a)) for a, b in zip(edges, edges[1:]) if b > a]
-    return [p[0] for p in pairs], [p[1] for p in pairs]
-
-
 def train_run(setting: HopSetting, n_layers: int, seed: int, device: str, deadline: float | None = None,
               concurrent_runs: int = 1) -> dict:
     """Train one (depth, seed) and score it: the record for the results file. `deadline` is a time.time()."""
     from ..fast import compile_model
     from ..model import DeepSeekLM
-    from ..train import TrainConfig, train
+    from ..train import TrainConfig, autocast_context, train
 
     device = torch.device(device)
     if device.type == "cpu":
@@ -168,11 +160,9 @@ def train_run(setting: HopSetting, n_layers: int, seed: int, device: str, deadli
     except _Deadline as stop:
         return {**base, "incomplete": f"deadline at step {stop.args[0]} of {setting.steps}"}
     model.eval()
-    from ..train import autocast_context
-
     with torch.no_grad(), autocast_context(device):
         final = task.evaluate(model, final_set)
-    steps, losses = _binned(history["losses"])
+    steps, losses = binned(history["losses"], bins=40)
     return {
         **base, "steps": setting.steps, "batch_size": setting.batch_size, "seq_len": setting.n,
         "tokens": history["tokens"], "sequences": setting.steps * setting.batch_size,
@@ -189,8 +179,7 @@ def train_run(setting: HopSetting, n_layers: int, seed: int, device: str, deadli
 
 
 def _worker(args):
-    setting_dict, n_layers, seed, device, deadline, concurrent_runs = args
-    setting = HopSetting(**{k: tuple(v) if isinstance(v, list) else v for k, v in setting_dict.items()})
+    setting, n_layers, seed, device, deadline, concurrent_runs = args
     try:
         return train_run(setting, n_layers, seed, device, deadline, concurrent_runs)
     except Exception as exc:  # noqa: BLE001: one failed run is recorded, the rest go on
@@ -199,12 +188,6 @@ def _worker(args):
 
 
 # ---- the verdict (fixed before running) -------------------------------------------------------------
-
-
-def _mean_std(values: list[float]) -> tuple[float, float]:
-    m = sum(values) / len(values)
-    s = math.sqrt(sum((v - m) ** 2 for v in values) / (len(values) - 1)) if len(values) > 1 else 0.0
-    return m, s
 
 
 def by_depth(records: list[dict]) -> dict[int, dict]:
@@ -217,8 +200,8 @@ def by_depth(records: list[dict]) -> dict[int, dict]:
         ks = sorted(int(k) for k in entry["runs"][0]["accuracy_by_k"])
         accs = {k: [r["accuracy_by_k"][str(k)] for r in entry["runs"]] for k in ks}
         entry.update(seeds=sorted(r["seed"] for r in entry["runs"]), d_ff=entry["runs"][0]["d_ff"],
-                     mean={k: _mean_std(v)[0] for k, v in accs.items()},
-                     std={k: _mean_std(v)[1] for k, v in accs.items()},
+                     mean={k: mean_std(v)[0] for k, v in accs.items()},
+                     std={k: mean_std(v)[1] for k, v in accs.items()},
                      min={k: min(v) for k, v in accs.items()}, max={k: max(v) for k, v in accs.items()})
     return dict(sorted(out.items()))
 
@@ -290,18 +273,6 @@ def verdict(records: list[dict]) -> dict:
 # ---- the whole experiment ---------------------------------------------------------------------------
 
 
-def device_name(device) -> str:
-    device = torch.device(device)
-    if device.type == "cuda":
-        return torch.cuda.get_device_name(device)
-    return f"cpu ({platform.machine()})"
-
-
-def load_results(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
-
-
 def run_experiment(setting: HopSetting, device="cpu", out_path: str | None = None, merge: bool = False,
                    log=print, meta: dict | None = None, started: float | None = None) -> list[dict]:
     """Train every (depth, seed) of the setting; return (and write, after every run) the records."""
@@ -346,8 +317,7 @@ def run_experiment(setting: HopSetting, device="cpu", out_path: str | None = Non
         records.append(rec)
         save()
 
-    setting_dict = asdict(setting)
-    args = [(setting_dict, d, s, device, deadline, concurrent_runs) for d, s in jobs]
+    args = [(setting, d, s, device, deadline, concurrent_runs) for d, s in jobs]
     if setting.workers <= 1:
         for a in args:
             done(_worker(a))
