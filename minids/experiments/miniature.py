@@ -4,14 +4,15 @@
     python -m minids.experiments.miniature tiny        # seconds on a CPU (the test's setting)
 
 The shape keeps what defines DeepSeek LLM at 1/400 of the 7B's width: pre-norm RMSNorm, RoPE, SwiGLU with
-d_ff / d_model = 2.8, grouped-query attention 8:1 (8 query heads share one key/value head, the 67B's
-ratio), untied embedding and lm_head, 10 layers of width 320. The recipe is the paper's: AdamW (0.9, 0.95),
-weight decay 0.1, clip 1.0, warm-up then the multi-step schedule (80% / 10% / 10% of the steps at 100% /
-31.6% / 10% of the peak), bf16 autocast, and the peak learning rate and batch size from its Eq. 1 for the
+d_ff / d_model = 2.8, grouped-query attention 8:1 (16 query heads of 20 channels share 2 key/value heads,
+8 to each: the 67B's ratio in two groups, so that it is GQA and not multi-query attention), untied
+embedding and lm_head, 10 layers of width 320. The recipe is the paper's: AdamW (0.9, 0.95), weight decay
+0.1, clip 1.0, warm-up then the multi-step schedule (80% / 10% / 10% of the steps at 100% / 31.6% / 10% of
+the peak), bf16 autocast, and the peak learning rate and batch size from its Eq. 1 for the
 compute C = M * D of the run. The data is the project's corpus of Python source (minids.data.pretrain)
 cut by the project's tokenizer (data/tokenizer), documents joined by the end-of-sentence token.
 
-The corpus is 15.5M tokens, so a run of D tokens sees it D / 15.5M times. The validation split (files the
+The training split is 16.3M tokens, so a run of D tokens sees it D / 16.3M times. The validation split (files the
 model never saw) is scored every `eval_every` steps; the weights with the best validation loss are the
 ones kept and saved, in bf16, as a Hugging Face folder (`DeepSeekLM.save_hf`) that minids'
 `DeepSeekLM.from_hf` and transformers' `AutoModelForCausalLM` both load.
@@ -36,12 +37,12 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
-from ..paths import project_path
+from ..paths import PROJECT_ROOT, project_path
 from ..scaling import training_recipe
 
 NAME = "minids-py-16m"
 
-CONFIG = ModelConfig(vocab_size=8064, d_model=320, n_layers=10, n_heads=8, n_kv_heads=1, d_ff=896,
+CONFIG = ModelConfig(vocab_size=8064, d_model=320, n_layers=10, n_heads=16, n_kv_heads=2, d_ff=896,
                      max_seq_len=1024)
 
 
@@ -61,7 +62,7 @@ class MiniSetting:
 
 SETTINGS = {
     "cuda": MiniSetting(config=CONFIG, seq_len=1024, tokens=3e8, budget_s=420.0, eval_every=200, compile=True),
-    "tiny": MiniSetting(config=CONFIG.replace(d_model=32, n_layers=2, n_heads=8, n_kv_heads=1, d_ff=64,
+    "tiny": MiniSetting(config=CONFIG.replace(d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=64,
                                               max_seq_len=64),
                         seq_len=64, tokens=6e4, budget_s=60.0, eval_every=10, val_windows=16,
                         text_chars=400_000),
@@ -258,8 +259,8 @@ def main(argv=None) -> None:
     if args.budget_s is not None:
         setting = replace(setting, budget_s=args.budget_s)
     device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
-    out = args.out or (project_path("data", "checkpoints", NAME) if args.setting == "cuda" else None)
-    results = args.results or project_path("data", "results", f"miniature_{args.setting}.json")
+    out = args.out or (PROJECT_ROOT / "data" / "checkpoints" / NAME if args.setting == "cuda" else None)
+    results = args.results or PROJECT_ROOT / "data" / "results" / f"miniature_{args.setting}.json"
     record = pretrain(setting, device=device, out_dir=out)
     write_json_atomic(results, record)
     print(f"wrote {results}" + (f" and {out}" if out else ""))
