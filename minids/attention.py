@@ -10,11 +10,24 @@ k key/value heads, r = h / k query heads per key/value head, d head_dim.
 The projections have no bias. Keys and values are computed for k heads only (smaller k_proj/v_proj,
 smaller KV cache) and repeated r times to line up with the query heads before the usual attention.
 Query head j uses key/value head j // r, the order of Llama-format checkpoints.
+
+Sliding windows (config.sliding_window = W, chapter 12): a windowed layer's query at position q sees only
+the keys at q - W + 1 .. q (transformers' convention; see ModelConfig.layer_window for the other
+conventions' off-by-one). Every path honours it:
+
+    einsum       the explicit scores, masked with `sliding_window_mask` (the weights show the band)
+    sdpa         SDPA with that boolean mask (runs anywhere; a dense mask leaves the flash kernel)
+    flex         FlexAttention (torch >= 2.5): a block mask from the same rule, so blocks wholly outside the
+                 band are never computed, and GQA without repeating k and v (compiled on CUDA; on a CPU it
+                 runs its eager reference). Without FlexAttention, "flex" falls back to "sdpa".
+    one token    decoding: SDPA over the cache with the band as a mask, any impl but einsum
 """
 
 from __future__ import annotations
 
+import functools
 import math
+import warnings
 
 import torch
 import torch.nn.functional as F
@@ -25,7 +38,15 @@ from .config import ModelConfig
 from .kv_cache import KVCache
 from .rope import apply_rope
 
-ATTENTION_IMPLS = ("sdpa", "einsum")
+try:  # torch >= 2.5
+    from torch.nn.attention.flex_attention import create_block_mask, flex_attention
+
+    FLEX_AVAILABLE = True
+except ImportError:  # older torch: impl "flex" falls back to SDPA with a boolean mask
+    create_block_mask = flex_attention = None
+    FLEX_AVAILABLE = False
+
+ATTENTION_IMPLS = ("sdpa", "einsum", "flex")
 
 
 def causal_mask(t: int, start: int, device=None) -> torch.Tensor:
@@ -33,6 +54,66 @@ def causal_mask(t: int, start: int, device=None) -> torch.Tensor:
     query_pos = torch.arange(start, start + t, device=device)[:, None]
     key_pos = torch.arange(start + t, device=device)[None, :]
     return key_pos <= query_pos
+
+
+def band_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None) -> torch.Tensor:
+    """Boolean (t, s): True where the query at query_pos[i] may see the key at key_pos[j].
+
+    Causal (key_pos <= query_pos), inside the window (key_pos > query_pos - window; None = no window), and a
+    real key (key_pos >= 0: a rolling cache marks its empty slots with -1). The keys need not be in order.
+    """
+    gap = query_pos[:, None] - key_pos[None, :]  # how far back each key lies
+    visible = (gap >= 0) & (key_pos[None, :] >= 0)
+    if window is not None:
+        visible &= gap < window
+    return visible
+
+
+def sliding_window_mask(t: int, start: int, window: int | None, device=None) -> torch.Tensor:
+    """Boolean (t, start + t) band: query i (position start + i) sees keys start + i - window + 1 .. start + i.
+
+    The window counts the query itself (transformers' convention): window=1 sees only itself, and
+    window >= start + t is `causal_mask`.
+    """
+    return band_mask(torch.arange(start, start + t, device=device), torch.arange(start + t, device=device), window)
+
+
+def _band_rule(window: int | None):
+    """The mask as FlexAttention's mask_mod(b, h, q_idx, kv_idx): the same rule as band_mask."""
+    def mask_mod(b, h, q_idx, kv_idx):
+        visible = kv_idx <= q_idx
+        return visible & (kv_idx > q_idx - window) if window is not None else visible
+    return mask_mod
+
+
+@functools.lru_cache(maxsize=16)
+def flex_block_mask(t: int, window: int | None, device: str):
+    """FlexAttention's BlockMask for t queries over t keys at positions 0 .. t - 1, made once per (t, W, device).
+
+    It records, per 128 x 128 tile, whether the tile is empty (skipped), full (no mask needed) or partial; a
+    band of width W keeps about (W / 128 + 1) tiles per row of tiles instead of t / 256 on average for the
+    causal triangle. Building it evaluates the rule on the whole (t, t) grid once, then every layer reuses it.
+    """
+    return create_block_mask(_band_rule(window), None, None, t, t, device=device)
+
+
+@functools.lru_cache(maxsize=None)
+def _flex_kernel(device_type: str):
+    """flex_attention compiled (the fused Triton kernel) on CUDA; its eager reference elsewhere."""
+    if device_type == "cuda":
+        return torch.compile(flex_attention, dynamic=False)
+    return flex_attention
+
+
+def flex_window_attention(q, k, v, window: int | None) -> torch.Tensor:
+    """FlexAttention over positions 0 .. t - 1 with the band (or causal) block mask. q: (b, h, t, d);
+    k, v: (b, k, t, d), not repeated: enable_gqa lets query head j read key/value head j // r."""
+    if not FLEX_AVAILABLE:
+        raise RuntimeError(f"FlexAttention needs torch >= 2.5; this is torch {torch.__version__}")
+    block_mask = flex_block_mask(q.shape[2], window, str(q.device))
+    with warnings.catch_warnings():  # the eager CPU reference warns that it is not compiled: that is intended
+        warnings.filterwarnings("ignore", message=".*flex_attention.*")
+        return _flex_kernel(q.device.type)(q, k, v, block_mask=block_mask, enable_gqa=q.shape[1] != k.shape[1])
 
 
 def einsum_attention(q, k, v, mask: torch.Tensor | None) -> tuple[torch.Tensor, torch.Tensor]:
@@ -65,6 +146,7 @@ class GroupedQueryAttention(nn.Module):
         self.n_heads, self.n_kv_heads, self.head_dim = config.n_heads, config.n_kv_heads, config.head_dim
         self.n_rep = config.n_rep
         self.layer_idx = layer_idx  # which slot of a KVCache this layer writes
+        self.window = config.layer_window(layer_idx)  # None: full causal attention
         self.impl = impl
         kw = dict(bias=False, device=device, dtype=dtype)
         self.q_proj = nn.Linear(config.d_model, config.n_heads * config.head_dim, **kw)
@@ -80,6 +162,8 @@ class GroupedQueryAttention(nn.Module):
     def impl(self, value: str) -> None:
         if value not in ATTENTION_IMPLS:
             raise ValueError(f"attention impl {value!r} is not one of {ATTENTION_IMPLS}")
+        if value == "flex" and not FLEX_AVAILABLE:
+            _warn_no_flex()
         self._impl = value
 
     def forward(
@@ -94,6 +178,8 @@ class GroupedQueryAttention(nn.Module):
 
         need_weights always takes the explicit einsum path, since the fused kernel never forms the weights.
         """
+        if self.window is not None:
+            return self._windowed(x, cos, sin, kv_cache, need_weights)
         start = kv_cache.length if kv_cache is not None else 0
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
         k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
@@ -104,7 +190,9 @@ class GroupedQueryAttention(nn.Module):
 
         t = x.shape[1]
         weights = None
-        if t == 1 and self.impl == "sdpa" and not need_weights:
+        if self.impl == "flex" and FLEX_AVAILABLE and start == 0 and t > 1 and not need_weights:
+            out = flex_window_attention(q, k, v, None)  # full causal through FlexAttention (for comparisons)
+        elif t == 1 and self.impl != "einsum" and not need_weights:
             out = decode_attention(q, k, v)  # one new token: no mask, and no copy of the cache
         else:
             # Repeat each key/value head for the r query heads of its group.
@@ -118,3 +206,45 @@ class GroupedQueryAttention(nn.Module):
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, start, device=x.device))
         out = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
         return (out, weights) if need_weights else out
+
+    def _windowed(self, x, cos, sin, kv_cache, need_weights: bool):
+        """forward() of a sliding-window layer: the same projections, attention restricted to the band.
+
+        With a cache, the keys come back with their positions (a rolling cache keeps them in slot order,
+        not position order), and the band is computed from those positions: attention does not care in
+        which order the keys are stored, only which of them each query may see.
+        """
+        b, t, _ = x.shape
+        start = kv_cache.length if kv_cache is not None else 0
+        q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
+        k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
+        v = rearrange(self.v_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
+        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        if kv_cache is not None:
+            k, v = kv_cache.update(self.layer_idx, k, v)  # (b, k, s, d)
+            key_pos = kv_cache.key_positions(self.layer_idx, t)  # (s,): the position of each returned key
+        else:
+            key_pos = torch.arange(t, device=x.device)
+        mask = band_mask(torch.arange(start, start + t, device=x.device), key_pos, self.window)  # (t, s)
+
+        weights = None
+        in_order = start == 0 and k.shape[2] == t  # keys are exactly positions 0 .. t - 1
+        if self.impl == "flex" and FLEX_AVAILABLE and in_order and t > 1 and not need_weights:
+            out = flex_window_attention(q, k, v, self.window)
+        elif t == 1 and self.impl != "einsum" and not need_weights:
+            out = decode_attention(q, k, v, mask=rearrange(mask, "1 s -> 1 1 1 s"))
+        else:
+            k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
+            v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
+            if self.impl == "einsum" or need_weights:
+                out, weights = einsum_attention(q, k, v, mask)
+            else:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+        out = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
+        return (out, weights) if need_weights else out
+
+
+@functools.lru_cache(maxsize=None)
+def _warn_no_flex() -> None:
+    warnings.warn(f"attention impl 'flex' needs FlexAttention (torch >= 2.5); torch {torch.__version__} lacks it, "
+                  "so 'flex' runs SDPA with a boolean mask instead", stacklevel=3)

@@ -11,6 +11,12 @@
 | max_seq_len    | max_position_embeddings     |
 | rope_theta     | rope_theta                  |
 | norm_eps       | rms_norm_eps                |
+| sliding_window | sliding_window (Mistral)    |
+| layer_types    | layer_types (Ministral)     |
+
+Sliding windows (not in DeepSeek LLM; chapter 12): `sliding_window` W limits every layer's attention to the
+last W positions, `layer_types` mixes windowed ("sliding_attention") and full ("full_attention") layers.
+A windowed config is written and read as a Mistral config (a mixed one as Ministral's, which has the field).
 
 The presets are the paper's Table 2 (arXiv 2401.02954) and the published config.json files of
 deepseek-ai/deepseek-llm-7b-base and deepseek-llm-67b-base, plus Llama-2-70B (the peer that spent a
@@ -23,6 +29,16 @@ import json
 import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
+
+# transformers' names for the two kinds of layer (MinistralConfig.layer_types, Gemma's, Qwen2's).
+SLIDING, FULL = "sliding_attention", "full_attention"
+LAYER_TYPES = (SLIDING, FULL)
+# The Llama-layout model types from_hf maps, and what each adds to Llama's.
+HF_MODEL_TYPES = {
+    "llama": "no window",
+    "mistral": "sliding_window for every layer",
+    "ministral": "sliding_window and a per-layer layer_types pattern",
+}
 
 
 @dataclass(frozen=True)
@@ -37,6 +53,9 @@ class ModelConfig:
     rope_theta: float = 10000.0
     norm_eps: float = 1e-6
     init_std: float = 0.006  # the paper initialises every weight matrix with std 0.006
+    # Sliding-window attention (chapter 12); the defaults are DeepSeek LLM's full causal attention.
+    sliding_window: int | None = None  # W: a query sees the W keys up to and including itself
+    layer_types: tuple[str, ...] | None = None  # per layer "sliding_attention" / "full_attention"
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len"):
@@ -64,6 +83,43 @@ class ModelConfig:
                 f"ModelConfig: head_dim = d_model / n_heads = {self.head_dim} must be even, "
                 "because RoPE rotates channels in pairs"
             )
+        self._check_window()
+
+    def _check_window(self) -> None:
+        w = self.sliding_window
+        if w is not None and (isinstance(w, bool) or not isinstance(w, int) or w < 1):
+            raise ValueError(
+                f"ModelConfig.sliding_window must be None (full causal attention) or an int >= 1 (the keys a "
+                f"query sees, itself included), got {w!r}"
+            )
+        types = self.layer_types
+        if types is None:
+            return
+        if isinstance(types, str) or not isinstance(types, (tuple, list)):
+            raise TypeError(
+                f"ModelConfig.layer_types must be None or a sequence of {LAYER_TYPES} per layer, got {types!r}"
+            )
+        types = tuple(types)
+        if len(types) != self.n_layers:
+            raise ValueError(
+                f"ModelConfig.layer_types has {len(types)} entries but n_layers is {self.n_layers}; "
+                "give one type per layer"
+            )
+        bad = sorted({t for t in types if t not in LAYER_TYPES}, key=str)
+        if bad:
+            raise ValueError(f"ModelConfig.layer_types: {bad} not allowed; each entry must be one of {LAYER_TYPES}")
+        if w is None and SLIDING in types:
+            raise ValueError(
+                "ModelConfig.layer_types has sliding_attention layers but sliding_window is None; "
+                "set sliding_window (W) or make every layer full_attention"
+            )
+        if w is not None and SLIDING not in types:
+            raise ValueError(
+                f"ModelConfig: sliding_window={w} but layer_types has no sliding_attention layer, so no layer "
+                "would use it; set sliding_window=None for full attention everywhere"
+            )
+        # Every layer windowed is what sliding_window alone means: one spelling, so that configs compare equal.
+        object.__setattr__(self, "layer_types", None if all(t == SLIDING for t in types) else types)
 
     # ---- derived sizes -------------------------------------------------------------------------
     @property
@@ -83,6 +139,28 @@ class ModelConfig:
         if self.n_kv_heads == 1:
             return "MQA"
         return f"GQA {self.n_rep}:1"
+
+    def layer_window(self, layer: int) -> int | None:
+        """The window W of layer `layer` (0-based), or None where it attends to every earlier position.
+
+        Convention (transformers' Mistral and Ministral): a query at position q sees the keys at positions
+        q - W + 1 .. q, W keys including itself; the mask hides kv > q and kv <= q - W. One layer therefore
+        moves information at most W - 1 positions, and L windowed layers at most L * (W - 1). The Mistral
+        paper (arXiv 2310.06825) and FlexAttention's sliding-window example (`q - kv <= W`) count W + 1 keys,
+        so their W is one less than this one for the same band: their "L x W" reach is this L * (W - 1).
+        """
+        if isinstance(layer, bool) or not isinstance(layer, int) or not 0 <= layer < self.n_layers:
+            raise IndexError(f"ModelConfig.layer_window: layer must be an int in [0, {self.n_layers}), got {layer!r}")
+        if self.sliding_window is None:
+            return None
+        if self.layer_types is None or self.layer_types[layer] == SLIDING:
+            return self.sliding_window
+        return None
+
+    @property
+    def windowed(self) -> bool:
+        """True if at least one layer attends through a sliding window."""
+        return any(self.layer_window(i) is not None for i in range(self.n_layers))
 
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""
@@ -106,17 +184,19 @@ class ModelConfig:
     # ---- Hugging Face configs ------------------------------------------------------------------
     @classmethod
     def from_hf(cls, source: Any) -> "ModelConfig":
-        """Read a Llama-format transformers config: a config object, a dict, a config.json path or its folder.
+        """Read a Llama-layout transformers config: a config object, a dict, a config.json path or its folder.
 
-        Anything minids does not implement (biases, RoPE scaling, tied embeddings, another activation,
-        a head_dim that is not d_model / n_heads) raises instead of being silently ignored.
+        model_type "llama" (DeepSeek LLM), "mistral" (Llama plus sliding_window on every layer) or "ministral"
+        (Mistral plus a layer_types pattern of windowed and full layers). Anything minids does not implement
+        (biases, RoPE scaling, tied embeddings, another activation, a head_dim that is not d_model / n_heads,
+        a layer type other than sliding_attention / full_attention) raises instead of being silently ignored.
         """
         hf = _hf_config_as_dict(source)
         model_type = hf.get("model_type")
-        if model_type not in (None, "llama"):
+        if model_type is not None and model_type not in HF_MODEL_TYPES:
             raise ValueError(
-                f"ModelConfig.from_hf: model_type {model_type!r} is not supported; "
-                "minids maps Llama-format configs (model_type 'llama', as DeepSeek LLM uses)"
+                f"ModelConfig.from_hf: model_type {model_type!r} is not supported; minids maps Llama-layout "
+                f"configs: {', '.join(repr(k) for k in HF_MODEL_TYPES)} (DeepSeek LLM uses 'llama')"
             )
         required = {
             "vocab_size": "vocab_size",
@@ -149,6 +229,7 @@ class ModelConfig:
                 f"ModelConfig.from_hf: head_dim {head_dim} x num_attention_heads {n_heads} != hidden_size "
                 f"{hf['hidden_size']}; minids derives head_dim = d_model / n_heads"
             )
+        sliding_window, layer_types = _hf_window(hf, model_type or "llama")
         return cls(
             vocab_size=hf["vocab_size"],
             d_model=hf["hidden_size"],
@@ -160,11 +241,17 @@ class ModelConfig:
             rope_theta=float(rope_theta if rope_theta is not None else 10000.0),
             norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
             init_std=float(hf.get("initializer_range") or 0.006),
+            sliding_window=sliding_window,
+            layer_types=layer_types,
         )
 
     def to_hf_dict(self) -> dict[str, Any]:
-        """The config.json fields of the equivalent transformers `LlamaConfig`."""
-        return {
+        """The config.json fields of the equivalent transformers config.
+
+        LlamaConfig without a window (DeepSeek LLM), MistralConfig when every layer is windowed, and
+        MinistralConfig (the Mistral layout with layer_types) for a pattern of windowed and full layers.
+        """
+        hf: dict[str, Any] = {
             "model_type": "llama",
             "architectures": ["LlamaForCausalLM"],
             "vocab_size": self.vocab_size,
@@ -182,6 +269,51 @@ class ModelConfig:
             "attention_bias": False,
             "mlp_bias": False,
         }
+        if self.sliding_window is None:
+            return hf
+        hf.update(head_dim=self.head_dim, sliding_window=self.sliding_window)
+        if self.layer_types is None:
+            hf.update(model_type="mistral", architectures=["MistralForCausalLM"])
+        else:
+            hf.update(model_type="ministral", architectures=["MinistralForCausalLM"], layer_types=list(self.layer_types))
+        return hf
+
+
+def _hf_window(hf: Mapping[str, Any], model_type: str) -> tuple[int | None, tuple[str, ...] | None]:
+    """(sliding_window, layer_types) as transformers' model class for `model_type` would apply them."""
+    window, types = hf.get("sliding_window"), hf.get("layer_types")
+    if model_type == "llama":
+        if window is not None or types is not None:
+            raise ValueError(
+                f"ModelConfig.from_hf: a 'llama' config with sliding_window={window!r} / layer_types: "
+                "LlamaForCausalLM ignores both, so the checkpoint's meaning is unclear; use model_type "
+                "'mistral' (every layer windowed) or 'ministral' (a per-layer pattern)"
+            )
+        return None, None
+    if model_type == "mistral" and types is not None:
+        # MistralForCausalLM ignores layer_types (it warns): every layer uses sliding_window. Accept the field
+        # only when it says the same, so that a pattern that would be dropped is never mistaken for honoured.
+        meant = SLIDING if window is not None else FULL
+        if any(t != meant for t in types):
+            raise ValueError(
+                f"ModelConfig.from_hf: a 'mistral' config with layer_types {list(types)}: MistralForCausalLM "
+                f"ignores them and uses {meant} in every layer; use model_type 'ministral' for a pattern"
+            )
+        types = None
+    if types is not None:
+        types = tuple(types)
+        bad = sorted({t for t in types if t not in LAYER_TYPES}, key=str)
+        if bad:
+            raise ValueError(
+                f"ModelConfig.from_hf: layer_types {bad} are not supported; minids has {LAYER_TYPES}"
+            )
+        if window is None:
+            types = None if all(t == FULL for t in types) else types
+            if types is not None:
+                raise ValueError("ModelConfig.from_hf: layer_types has sliding_attention layers but sliding_window is null")
+        elif all(t == FULL for t in types):  # a window no layer uses
+            window, types = None, None
+    return window, types
 
 
 def _require(hf: Mapping[str, Any], key: str, allowed: tuple, why: str) -> None:

@@ -50,6 +50,12 @@ class KVCache:
         self.values[layer][:, :, start:end] = v
         return self.keys[layer][:, :, :end], self.values[layer][:, :, :end]
 
+    def key_positions(self, layer: int, t: int) -> torch.Tensor:
+        """(s,) long: the positions of the keys update(layer, ...) of t tokens returned: 0 .. length + t - 1.
+
+        Window layers build their band mask from these (a RollingKVCache returns keys out of order)."""
+        return torch.arange(self.length + t, device=self.keys[layer].device)
+
     def advance(self, new_tokens: int) -> None:
         self.length += new_tokens
 

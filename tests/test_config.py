@@ -90,7 +90,7 @@ def test_from_hf_reads_the_published_7b_config(tmp_path):
 @pytest.mark.parametrize(
     "change, message",
     [
-        (dict(model_type="mistral"), "model_type 'mistral' is not supported"),
+        (dict(model_type="gemma2"), "model_type 'gemma2' is not supported"),
         (dict(hidden_act="gelu"), "hidden_act='gelu' is not supported"),
         (dict(tie_word_embeddings=True), "tie_word_embeddings=True is not supported"),
         (dict(attention_bias=True), "attention_bias=True is not supported"),
