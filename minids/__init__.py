@@ -5,6 +5,7 @@
     rope.py        rotary position embeddings (rotate-half layout)
     attention.py   grouped-query attention, explicit and fused paths
     kv_cache.py    the preallocated KV cache for decoding
+    rolling_cache.py  the rolling-buffer cache of sliding-window models (slot = position mod W)
     ffn.py         SwiGLU feed-forward network
     layer.py       one pre-norm decoder layer
     model.py       DeepSeekLM, the whole model
@@ -29,6 +30,7 @@ from .ffn import SwiGLU, swiglu_hidden_size
 from .generate import generate, generate_text, stream_generate, stream_text
 from .hf import CheckpointError
 from .kv_cache import KVCache
+from .rolling_cache import RollingKVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
 from .norm import RMSNorm
@@ -50,7 +52,7 @@ from .train import TrainConfig  # minids.train (the module) holds train()
 __version__ = "0.1.0"
 
 __all__ = [
-    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DecoderLayer", "KVCache",
+    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DecoderLayer", "KVCache", "RollingKVCache",
     "count_params", "kv_cache_bytes", "ParamCount", "six_n", "paper_M", "matmul_flops_per_token",
     "swiglu_hidden_size", "CheckpointError", "show_source", "say",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",

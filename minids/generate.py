@@ -11,7 +11,9 @@ Generation has two phases with very different costs:
 The cache is allocated once, for prompt + max_new_tokens positions (`model.new_kv_cache`), so no step
 allocates or copies it. Decode steps skip the id range check (`validate=False`: the ids come from the model's
 own argmax or sampling, so they are in range by construction, and checking would read them back from the
-device) and compute logits for the last position only (`last_only=True`).
+device) and compute logits for the last position only (`last_only=True`). A model with sliding-window layers
+gets a RollingKVCache instead (only the last W positions of each window layer; rolling_cache.py), and its
+prompt is prefilled in chunks of W.
 
 `stream_generate` yields each new token as it is chosen (for notebooks and chat loops); `generate` collects
 them into one (b, prompt + new) tensor. With temperature 0 the choice is the argmax (greedy), which is what
@@ -25,6 +27,7 @@ from typing import Iterator
 import torch
 
 from .model import DeepSeekLM
+from .rolling_cache import prefill
 
 
 # ---- choosing the next token ------------------------------------------------------------------------
@@ -91,7 +94,10 @@ def stream_generate(
     cache = model.new_kv_cache(batch, max_len=prompt_len + max_new_tokens)  # allocated once, for every step
     choose = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)  # noqa: E731
 
-    logits = model(ids, cache, last_only=True)  # prefill: (b, 1, vocab)
+    if model.config.windowed:  # rolling cache: prefill in chunks of the window, as Mistral does
+        logits = prefill(model, ids, cache)
+    else:
+        logits = model(ids, cache, last_only=True)  # prefill: (b, 1, vocab)
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     for step in range(max_new_tokens):
         token = choose(logits[:, -1])  # (b,)

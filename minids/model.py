@@ -20,6 +20,7 @@ from .config import ModelConfig
 from .kv_cache import KVCache
 from .layer import DecoderLayer
 from .norm import RMSNorm
+from .rolling_cache import RollingKVCache
 from .rope import RotaryEmbedding
 
 
@@ -78,10 +79,12 @@ class DeepSeekLM(nn.Module):
     def num_parameters(self) -> int:
         return sum(p.numel() for p in self.parameters())
 
-    def new_kv_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache:
-        """An empty cache on this model's device and dtype."""
+    def new_kv_cache(self, batch: int = 1, max_len: int | None = None) -> KVCache | RollingKVCache:
+        """An empty cache on this model's device and dtype: a KVCache, or for a model with sliding-window
+        layers a RollingKVCache (each window layer keeps only its last W positions; rolling_cache.py)."""
         w = self.lm_head.weight
-        return KVCache(self.config, batch, max_len, device=w.device, dtype=w.dtype)
+        kind = RollingKVCache if self.config.windowed else KVCache
+        return kind(self.config, batch, max_len, device=w.device, dtype=w.dtype)
 
     # ---- forward ----------------------------------------------------------------------------------
     def forward(

@@ -185,6 +185,7 @@ def static_decode_step(
     (the caller keeps the position in `pos`). Same function as model(token, cache, last_only=True).
     fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
     """
+    _check_full_attention(model, "static_decode_step")
     max_len = cache.max_len
     cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
     visible = torch.arange(max_len, device=pos.device) <= pos  # (max_len,): the keys written so far
@@ -204,6 +205,15 @@ def static_decode_step(
         x = x + attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
         x = x + feed_forward(layer, layer.post_attention_layernorm(x), fused)
     return model.lm_head(model.norm(x))[:, 0]
+
+
+def _check_full_attention(model: DeepSeekLM, who: str) -> None:
+    if model.config.windowed:
+        raise ValueError(
+            f"{who}: the static step supports full-attention models only (its mask is `key position <= pos` over "
+            f"a KVCache); this model has sliding-window layers (sliding_window={model.config.sliding_window}): "
+            "decode it with minids.generate, which uses the rolling cache"
+        )
 
 
 class CUDAGraphStep:
@@ -301,6 +311,7 @@ class StaticDecoder:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
         if fuse not in (None, True, False):
             raise ValueError(f"fuse must be None (True on CUDA, False elsewhere), True or False, got {fuse!r}")
+        _check_full_attention(model, "StaticDecoder")
         self.model, self.capture = model, capture
         on_cpu = model.lm_head.weight.device.type == "cpu"
         self.frozen = capture == "compile" and on_cpu  # the compiled CPU step keeps its own packed weights
