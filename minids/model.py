@@ -155,7 +155,8 @@ class DeepSeekLM(nn.Module):
     # ---- Hugging Face checkpoints (hf.py) -----------------------------------------------------------
     @classmethod
     def from_hf(cls, source, device="cpu", dtype: torch.dtype | None = None) -> "DeepSeekLM":
-        """Load a transformers LlamaForCausalLM, or a folder with config.json and *.safetensors shards."""
+        """Load a transformers LlamaForCausalLM (or MistralForCausalLM / MinistralForCausalLM: the same weight
+        names plus a sliding window), or a folder with config.json and *.safetensors shards."""
         from .hf import load_hf
 
         return load_hf(cls, source, device=device, dtype=dtype)
