@@ -6,6 +6,7 @@
     attention.py   grouped-query attention, explicit and fused paths
     kv_cache.py    the preallocated KV cache for decoding
     rolling_cache.py  the rolling-buffer cache of sliding-window models (slot = position mod W)
+    receptive_field.py  the exact reach L (W - 1) of a windowed stack, measured by perturbation
     ffn.py         SwiGLU feed-forward network
     layer.py       one pre-norm decoder layer
     model.py       DeepSeekLM, the whole model
