@@ -19,7 +19,8 @@ conventions' off-by-one). Every path honours it:
     sdpa         SDPA with that boolean mask (runs anywhere; a dense mask leaves the flash kernel)
     flex         FlexAttention (torch >= 2.5): a block mask from the same rule, so blocks wholly outside the
                  band are never computed, and GQA without repeating k and v (compiled on CUDA; on a CPU it
-                 runs its eager reference). Without FlexAttention, "flex" falls back to "sdpa".
+                 runs its eager reference, which has no backward: training there goes through SDPA).
+                 Without FlexAttention, "flex" falls back to "sdpa".
     one token    decoding: SDPA over the cache with the band as a mask, any impl but einsum
 """
 
@@ -99,10 +100,25 @@ def flex_block_mask(t: int, window: int | None, device: str):
 
 @functools.lru_cache(maxsize=None)
 def _flex_kernel(device_type: str):
-    """flex_attention compiled (the fused Triton kernel) on CUDA; its eager reference elsewhere."""
+    """flex_attention compiled (the fused Triton kernel) on CUDA; its eager reference elsewhere.
+
+    Compiled with automatic dynamic shapes: after a second sequence length it compiles one kernel for all
+    lengths instead of one per length. The recompile limit is raised because each mask rule (window or
+    causal) and grad mode is its own entry; past the limit torch would silently run the eager reference,
+    which forms the whole (t, t) score matrix per head.
+    """
     if device_type == "cuda":
-        return torch.compile(flex_attention, dynamic=False)
+        from .fast import _allow_recompiles
+
+        _allow_recompiles(64)
+        return torch.compile(flex_attention)
     return flex_attention
+
+
+def flex_usable(q: torch.Tensor) -> bool:
+    """FlexAttention can run here: torch has it, and either the device is CUDA or no gradient is needed
+    (its CPU reference has no backward in torch 2.13; there the "flex" impl trains through SDPA instead)."""
+    return FLEX_AVAILABLE and (q.device.type == "cuda" or not (torch.is_grad_enabled() and q.requires_grad))
 
 
 def flex_window_attention(q, k, v, window: int | None) -> torch.Tensor:
@@ -190,7 +206,7 @@ class GroupedQueryAttention(nn.Module):
 
         t = x.shape[1]
         weights = None
-        if self.impl == "flex" and FLEX_AVAILABLE and start == 0 and t > 1 and not need_weights:
+        if self.impl == "flex" and flex_usable(q) and start == 0 and t > 1 and not need_weights:
             out = flex_window_attention(q, k, v, None)  # full causal through FlexAttention (for comparisons)
         elif t == 1 and self.impl != "einsum" and not need_weights:
             out = decode_attention(q, k, v)  # one new token: no mask, and no copy of the cache
@@ -229,7 +245,7 @@ class GroupedQueryAttention(nn.Module):
 
         weights = None
         in_order = start == 0 and k.shape[2] == t  # keys are exactly positions 0 .. t - 1
-        if self.impl == "flex" and FLEX_AVAILABLE and in_order and t > 1 and not need_weights:
+        if self.impl == "flex" and flex_usable(q) and in_order and t > 1 and not need_weights:
             out = flex_window_attention(q, k, v, self.window)
         elif t == 1 and self.impl != "einsum" and not need_weights:
             out = decode_attention(q, k, v, mask=rearrange(mask, "1 s -> 1 1 1 s"))

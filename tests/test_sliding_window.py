@@ -148,3 +148,16 @@ def test_flex_falls_back_without_flexattention(monkeypatch):
             model.attn_impl = "flex"
         assert rel_err(model(ids), expected) <= 1e-12
     attention._warn_no_flex.cache_clear()
+
+
+def test_flex_impl_trains_and_gives_the_sdpa_gradients():
+    # On a CPU FlexAttention has no backward; the "flex" impl then goes through SDPA. On CUDA it is the kernel.
+    model = _model(5)
+    ids = torch.randint(0, 97, (2, 19))
+    grads = {}
+    for impl in ("sdpa", "flex"):
+        model.attn_impl = impl
+        model.zero_grad(set_to_none=True)
+        model(ids).square().mean().backward()
+        grads[impl] = model.layers[0].self_attn.q_proj.weight.grad.clone()
+    assert rel_err(grads["flex"], grads["sdpa"]) <= 1e-12
