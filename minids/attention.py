@@ -102,16 +102,16 @@ def flex_block_mask(t: int, window: int | None, device: str):
 def _flex_kernel(device_type: str):
     """flex_attention compiled (the fused Triton kernel) on CUDA; its eager reference elsewhere.
 
-    Compiled with automatic dynamic shapes: after a second sequence length it compiles one kernel for all
-    lengths instead of one per length. The recompile limit is raised because each mask rule (window or
-    causal) and grad mode is its own entry; past the limit torch would silently run the eager reference,
-    which forms the whole (t, t) score matrix per head.
+    Compiled with dynamic shapes: the kernel takes the sequence length as an argument anyway, so one compile
+    per mask rule (window or causal) and grad mode serves every length, instead of one per length. The
+    recompile limit is raised all the same: past it torch would silently run the eager reference, which
+    forms the whole (t, t) score matrix of every head.
     """
     if device_type == "cuda":
         from .fast import _allow_recompiles
 
         _allow_recompiles(64)
-        return torch.compile(flex_attention)
+        return torch.compile(flex_attention, dynamic=True)
     return flex_attention
 
 
