@@ -72,7 +72,8 @@ class DeepSeekLM(nn.Module):
 
     @attn_impl.setter
     def attn_impl(self, impl: str) -> None:
-        """Switch every layer between "sdpa" (fused, fast) and "einsum" (explicit, for teaching)."""
+        """Switch every layer between "sdpa" (fused, fast), "einsum" (explicit, for teaching) and "flex"
+        (FlexAttention's block mask: skips the tiles a sliding window hides; attention.py)."""
         for layer in self.layers:
             layer.self_attn.impl = impl
 
