@@ -230,7 +230,7 @@ class GroupedQueryAttention(nn.Module):
         not position order), and the band is computed from those positions: attention does not care in
         which order the keys are stored, only which of them each query may see.
         """
-        b, t, _ = x.shape
+        t = x.shape[1]
         start = kv_cache.length if kv_cache is not None else 0
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
         k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
@@ -241,13 +241,14 @@ class GroupedQueryAttention(nn.Module):
             key_pos = kv_cache.key_positions(self.layer_idx, t)  # (s,): the position of each returned key
         else:
             key_pos = torch.arange(t, device=x.device)
-        mask = band_mask(torch.arange(start, start + t, device=x.device), key_pos, self.window)  # (t, s)
 
         weights = None
         in_order = start == 0 and k.shape[2] == t  # keys are exactly positions 0 .. t - 1
         if self.impl == "flex" and flex_usable(q) and in_order and t > 1 and not need_weights:
-            out = flex_window_attention(q, k, v, self.window)
-        elif t == 1 and self.impl != "einsum" and not need_weights:
+            return self.o_proj(rearrange(flex_window_attention(q, k, v, self.window), "b h t d -> b t (h d)"))
+        # Every other path takes the dense (t, s) mask; FlexAttention never forms it (at 64K it is 4 GiB).
+        mask = band_mask(torch.arange(start, start + t, device=x.device), key_pos, self.window)
+        if t == 1 and self.impl != "einsum" and not need_weights:
             out = decode_attention(q, k, v, mask=rearrange(mask, "1 s -> 1 1 1 s"))
         else:
             k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
