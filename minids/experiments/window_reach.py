@@ -8,8 +8,9 @@ Mistral's "131K tokens" for 32 layers of W = 4096 is this bound. Whether trainin
 whole span is another question, asked here on recall_d (data/recall.py): one value token among random filler,
 every later position must name it; accuracy against the distance d, for L = 1, 2, 4, 8 layers of one small
 window W = 8 (theoretical reach 7, 14, 28, 56) and seeds 0, 1, 2, scored out to d = 80, past every reach.
-(A first CPU run of the "cpu" setting, W = 4, L = 1 and 4, seed 0: both reached exactly L (W - 1) in 600 steps
-of 64 sequences, accuracy 1.00 at d = L (W - 1) and chance, 0.06-0.07, one position later.)
+(Calibration on the CPU, seed 0, 64 sequences per step at d_model 64: W = 4 with L = 1 and 4, and W = 8 with
+L = 4, each reached exactly L (W - 1) within 600 steps: accuracy 1.00 at d = L (W - 1), chance (0.04-0.07)
+one position later.)
 Chance (the value out of reach) is 1 / 16. The models are DeepSeek-shaped (pre-norm, RoPE, GQA 4/2 heads,
 SwiGLU), all of one width, trained with the project's recipe (train.py) on the same stream for a given seed.
 
