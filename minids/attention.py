@@ -94,8 +94,11 @@ def flex_block_mask(t: int, window: int | None, device: str):
     It records, per 128 x 128 tile, whether the tile is empty (skipped), full (no mask needed) or partial; a
     band of width W keeps about (W / 128 + 1) tiles per row of tiles instead of t / 256 on average for the
     causal triangle. Building it evaluates the rule on the whole (t, t) grid once, then every layer reuses it.
+    Built outside inference mode even when first asked for inside it (generation), so that a later training
+    step can save it for the backward pass.
     """
-    return create_block_mask(_band_rule(window), None, None, t, t, device=device)
+    with torch.inference_mode(False):
+        return create_block_mask(_band_rule(window), None, None, t, t, device=device)
 
 
 @functools.lru_cache(maxsize=None)

@@ -161,3 +161,13 @@ def test_flex_impl_trains_and_gives_the_sdpa_gradients():
         model(ids).square().mean().backward()
         grads[impl] = model.layers[0].self_attn.q_proj.weight.grad.clone()
     assert rel_err(grads["flex"], grads["sdpa"]) <= 1e-12
+
+
+@pytest.mark.skipif(not FLEX_AVAILABLE, reason="needs FlexAttention (torch >= 2.5)")
+def test_block_mask_made_under_inference_mode_can_serve_training():
+    from minids.attention import flex_block_mask
+
+    flex_block_mask.cache_clear()
+    with torch.inference_mode():
+        mask = flex_block_mask(48, 5, "cpu")  # first asked for while generating ...
+    assert not mask.kv_indices.is_inference() and not mask.kv_num_blocks.is_inference()  # ... usable in training
