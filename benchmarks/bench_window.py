@@ -109,8 +109,8 @@ def main(argv=None) -> None:
     default = "64,128" if args.small else "4096,8192,16384,32768,65536"
     seq_lens = [int(t) for t in (args.seq_lens or default).split(",")]
     window = SMALL_WINDOW if args.small else WINDOW
-    bench.log(f"{'small' if args.small else '67B'} attention layer on {device}, W = {window}, T = {seq_lens}, FlexAttention available: "
-              f"{FLEX_AVAILABLE}, deadline {args.budget_s:.0f} s")
+    bench.log(f"{'small' if args.small else '67B'} attention layer on {device}, W = {window}, T = {seq_lens}, "
+              f"FlexAttention available: {FLEX_AVAILABLE}, deadline {args.budget_s:.0f} s")
     kv_cache_records(bench)
     # Most important first: every T forward, then every T forward + backward, then the dense mask.
     plan = [(v, t, False) for t in seq_lens for v in ("window_flex", "full_sdpa", "full_flex")]

@@ -275,7 +275,8 @@ class ModelConfig:
         if self.layer_types is None:
             hf.update(model_type="mistral", architectures=["MistralForCausalLM"])
         else:
-            hf.update(model_type="ministral", architectures=["MinistralForCausalLM"], layer_types=list(self.layer_types))
+            hf.update(model_type="ministral", architectures=["MinistralForCausalLM"],
+                      layer_types=list(self.layer_types))
         return hf
 
 
@@ -310,7 +311,8 @@ def _hf_window(hf: Mapping[str, Any], model_type: str) -> tuple[int | None, tupl
         if window is None:
             types = None if all(t == FULL for t in types) else types
             if types is not None:
-                raise ValueError("ModelConfig.from_hf: layer_types has sliding_attention layers but sliding_window is null")
+                raise ValueError(
+                    "ModelConfig.from_hf: layer_types has sliding_attention layers but sliding_window is null")
         elif all(t == FULL for t in types):  # a window no layer uses
             window, types = None, None
     return window, types

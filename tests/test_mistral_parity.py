@@ -89,12 +89,14 @@ def test_save_hf_writes_a_folder_transformers_loads_as_mistral(tmp_path):
 
 
 def test_config_round_trips():
-    for cfg, model_type in ((_cfg(), "mistral"), (_cfg(layer_types=(F, S, S)), "ministral"), (_cfg(window=None), "llama")):
+    cases = ((_cfg(), "mistral"), (_cfg(layer_types=(F, S, S)), "ministral"), (_cfg(window=None), "llama"))
+    for cfg, model_type in cases:
         hf = cfg.to_hf_dict()
         assert hf["model_type"] == model_type
         assert ModelConfig.from_hf(hf) == cfg
     # A Mistral config from transformers itself (it writes head_dim and sliding_window; null = no window).
-    mistral = MistralConfig(**{k: v for k, v in _cfg().to_hf_dict().items() if k not in ("model_type", "architectures")})
+    fields = {k: v for k, v in _cfg().to_hf_dict().items() if k not in ("model_type", "architectures")}
+    mistral = MistralConfig(**fields)
     assert ModelConfig.from_hf(mistral.to_dict()).sliding_window == 5
     assert ModelConfig.from_hf(mistral.to_dict() | {"sliding_window": None}).sliding_window is None
 
