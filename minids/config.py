@@ -33,6 +33,7 @@ from typing import Any, Mapping
 # transformers' names for the two kinds of layer (MinistralConfig.layer_types, Gemma's, Qwen2's).
 SLIDING, FULL = "sliding_attention", "full_attention"
 LAYER_TYPES = (SLIDING, FULL)
+_SHOWN_WHEN_SET = ("sliding_window", "layer_types")  # ModelConfig's repr leaves them out at their defaults
 # The Llama-layout model types from_hf maps, and what each adds to Llama's.
 HF_MODEL_TYPES = {
     "llama": "no window",
@@ -139,6 +140,13 @@ class ModelConfig:
         if self.n_kv_heads == 1:
             return "MQA"
         return f"GQA {self.n_rep}:1"
+
+    def __repr__(self) -> str:
+        """The paper's fields always; the extensions beyond DeepSeek LLM (a sliding window...) only when set, so
+        that a DeepSeek config prints as the paper describes it."""
+        shown = [f"{f.name}={getattr(self, f.name)!r}" for f in fields(self)
+                 if f.name not in _SHOWN_WHEN_SET or getattr(self, f.name) != f.default]
+        return f"ModelConfig({', '.join(shown)})"
 
     def layer_window(self, layer: int) -> int | None:
         """The window W of layer `layer` (0-based), or None where it attends to every earlier position.

@@ -12,8 +12,9 @@ The cache is allocated once, for prompt + max_new_tokens positions (`model.new_k
 allocates or copies it. Decode steps skip the id range check (`validate=False`: the ids come from the model's
 own argmax or sampling, so they are in range by construction, and checking would read them back from the
 device) and compute logits for the last position only (`last_only=True`). A model with sliding-window layers
-gets a RollingKVCache instead (only the last W positions of each window layer; rolling_cache.py), and its
-prompt is prefilled in chunks of W.
+gets a RollingKVCache instead (only the last W positions of each window layer; rolling_cache.py); the prompt
+still goes in one pass (the cache takes a chunk of any length; rolling_cache.prefill splits a long prompt
+into chunks of W, as Mistral does, to bound the memory of that pass).
 
 `stream_generate` yields each new token as it is chosen (for notebooks and chat loops); `generate` collects
 them into one (b, prompt + new) tensor. With temperature 0 the choice is the argmax (greedy), which is what
@@ -27,7 +28,6 @@ from typing import Iterator
 import torch
 
 from .model import DeepSeekLM
-from .rolling_cache import prefill
 
 
 # ---- choosing the next token ------------------------------------------------------------------------
@@ -94,10 +94,7 @@ def stream_generate(
     cache = model.new_kv_cache(batch, max_len=prompt_len + max_new_tokens)  # allocated once, for every step
     choose = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)  # noqa: E731
 
-    if model.config.windowed:  # rolling cache: prefill in chunks of the window, as Mistral does
-        logits = prefill(model, ids, cache)
-    else:
-        logits = model(ids, cache, last_only=True)  # prefill: (b, 1, vocab)
+    logits = model(ids, cache, last_only=True)  # prefill: (b, 1, vocab)
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     for step in range(max_new_tokens):
         token = choose(logits[:, -1])  # (b,)

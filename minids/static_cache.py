@@ -159,8 +159,12 @@ def unfuse_projections(model: DeepSeekLM) -> DeepSeekLM:
 
 
 def qkv_projections(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> tuple[torch.Tensor, ...]:
-    """q (b, t, h*d), k and v (b, t, k*d): three GEMVs, or one over the fused matrix split by columns."""
+    """q (b, t, h*d), k and v (b, t, k*d): three GEMVs, or one over the fused matrix split by columns.
+
+    Refuses a sliding-window layer: the static step's mask (`key position <= pos`) has no window."""
     attn, w = layer.self_attn, getattr(layer, FUSED_QKV, None) if fused else None
+    if attn.window is not None:
+        raise ValueError(_WINDOWED_MESSAGE.format(who="static_decode_step", window=attn.window))
     if w is None:
         return attn.q_proj(h), attn.k_proj(h), attn.v_proj(h)
     d_q, d_kv = attn.n_heads * attn.head_dim, attn.n_kv_heads * attn.head_dim
@@ -185,7 +189,6 @@ def static_decode_step(
     (the caller keeps the position in `pos`). Same function as model(token, cache, last_only=True).
     fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
     """
-    _check_full_attention(model, "static_decode_step")
     max_len = cache.max_len
     cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
     visible = torch.arange(max_len, device=pos.device) <= pos  # (max_len,): the keys written so far
@@ -207,13 +210,15 @@ def static_decode_step(
     return model.lm_head(model.norm(x))[:, 0]
 
 
+_WINDOWED_MESSAGE = (
+    "{who}: the static step supports full-attention models only (its mask is `key position <= pos` over a "
+    "KVCache); this model has sliding-window layers (sliding_window={window}): decode it with minids.generate, "
+    "which uses the rolling cache")
+
+
 def _check_full_attention(model: DeepSeekLM, who: str) -> None:
     if model.config.windowed:
-        raise ValueError(
-            f"{who}: the static step supports full-attention models only (its mask is `key position <= pos` over "
-            f"a KVCache); this model has sliding-window layers (sliding_window={model.config.sliding_window}): "
-            "decode it with minids.generate, which uses the rolling cache"
-        )
+        raise ValueError(_WINDOWED_MESSAGE.format(who=who, window=model.config.sliding_window))
 
 
 class CUDAGraphStep:

@@ -27,6 +27,15 @@ def test_layer_window_follows_the_pattern():
         mixed.layer_window(3)
 
 
+def test_repr_shows_the_window_only_when_there_is_one():
+    plain = ModelConfig.preset("deepseek-llm-67b")
+    assert repr(plain).endswith("norm_eps=1e-06, init_std=0.006)")  # the paper's fields, as before
+    assert "sliding_window" not in repr(plain)
+    mixed = tiny_config(n_layers=2, sliding_window=4, layer_types=(S, F))
+    assert repr(mixed).endswith("sliding_window=4, layer_types=('sliding_attention', 'full_attention'))")
+    assert eval(repr(mixed), {"ModelConfig": ModelConfig}) == mixed
+
+
 @pytest.mark.parametrize(
     "change, error, message",
     [
