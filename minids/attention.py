@@ -89,10 +89,13 @@ class GroupedQueryAttention(nn.Module):
         sin: torch.Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        mask: torch.Tensor | None = None,
     ):
         """Returns the output (b, t, d_model), or (output, weights (b, h, t, s)) when need_weights is set.
 
         need_weights always takes the explicit einsum path, since the fused kernel never forms the weights.
+        mask: optional boolean (b, 1, t, s), True where a query may see a key, replacing the causal mask (a
+        batch of left-padded prompts: see model.padding_mask); cos and sin are then (b, 1, t, d), per row.
         """
         start = kv_cache.length if kv_cache is not None else 0
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
@@ -105,13 +108,16 @@ class GroupedQueryAttention(nn.Module):
         t = x.shape[1]
         weights = None
         if t == 1 and self.impl == "sdpa" and not need_weights:
-            out = decode_attention(q, k, v)  # one new token: no mask, and no copy of the cache
+            # one new token: no copy of the cache, and no mask unless some keys are padding
+            out = decode_attention(q, k, v, mask=mask)  # a (b, 1, 1, s) mask broadcasts over (b, k, r, s)
         else:
             # Repeat each key/value head for the r query heads of its group.
             k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
             v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
             if self.impl == "einsum" or need_weights:
-                out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device))
+                out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device) if mask is None else mask)
+            elif mask is not None:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             elif start == 0:
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # a chunk after a cached prefix; is_causal would align the mask to the wrong corner

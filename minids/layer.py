@@ -36,8 +36,9 @@ class DecoderLayer(nn.Module):
         sin: torch.Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        mask: torch.Tensor | None = None,
     ):
-        attn = self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, need_weights=need_weights)
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, need_weights=need_weights, mask=mask)
         attn, weights = attn if need_weights else (attn, None)
         h = x + attn
         y = h + self.mlp(self.post_attention_layernorm(h))

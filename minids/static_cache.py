@@ -60,6 +60,7 @@ from einops import rearrange
 from torch import nn
 
 from .attention import decode_attention
+from .generate import pad_prompts
 from .kv_cache import KVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
@@ -177,18 +178,27 @@ def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> torch.Ten
 
 
 def static_decode_step(
-    model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False
+    model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False,
+    pad: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """Logits (b, vocab) for the next position, given token (b, 1) at position pos (a (1,) long tensor).
 
     Writes this token's keys and values into `cache` at `pos` for every layer; does not touch cache.length
     (the caller keeps the position in `pos`). Same function as model(token, cache, last_only=True).
     fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
+    pad: (b,) left-padding of each row (a batch of prompts of different lengths): row b's token sits at
+    position pos - pad[b] of its own sequence, and its first pad[b] cache slots are hidden.
     """
     max_len = cache.max_len
-    cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
-    visible = torch.arange(max_len, device=pos.device) <= pos  # (max_len,): the keys written so far
-    visible = rearrange(visible, "s -> 1 1 1 s")  # broadcast over (b, k, r, s)
+    slots = torch.arange(max_len, device=pos.device)
+    if pad is None:
+        cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
+        visible = rearrange(slots <= pos, "s -> 1 1 1 s")  # the keys written so far; broadcast over (b, k, r, s)
+    else:
+        cos, sin = model.rope(pos - pad)  # (b, d): each row's own position
+        cos, sin = rearrange(cos, "b d -> b 1 1 d"), rearrange(sin, "b d -> b 1 1 d")
+        visible = (slots[None, :] <= pos) & (slots[None, :] >= pad[:, None])  # (b, s): written and not padding
+        visible = rearrange(visible, "b s -> b 1 1 s")
     x = model.embed_tokens(token)  # (b, 1, d_model)
     for i, layer in enumerate(model.layers):
         attn = layer.self_attn
@@ -220,7 +230,8 @@ class CUDAGraphStep:
             raise ValueError(f"CUDAGraphStep needs a CUDA model and cache, got device {device}")
         self.token = torch.zeros(cache.batch, 1, dtype=torch.long, device=device)
         self.pos = torch.full((1,), pos, dtype=torch.long, device=device)
-        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused)  # noqa: E731
+        self.pad = torch.zeros(cache.batch, dtype=torch.long, device=device)  # rows' left padding, copied in
+        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused, self.pad)  # noqa: E731
         side = torch.cuda.Stream()  # CUDA requires the warm-up before capture to run on a side stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -231,9 +242,10 @@ class CUDAGraphStep:
         with torch.cuda.graph(self.graph):
             self.logits = step()
 
-    def __call__(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def __call__(self, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         self.token.copy_(token)
         self.pos.copy_(pos)
+        self.pad.copy_(pad) if pad is not None else self.pad.zero_()
         self.graph.replay()
         return self.logits
 
@@ -256,20 +268,21 @@ def compiled_step(
             if getattr(layer, name, None) is not None:
                 torch._dynamo.mark_static_address(getattr(layer, name))
 
-    def step(token, pos):
-        return static_decode_step(model, cache, token, pos, fused)
+    def step(token, pos, pad):
+        return static_decode_step(model, cache, token, pos, fused, pad)
 
     if on_cuda:
-        return torch.compile(step, mode="reduce-overhead", fullgraph=True)
+        compiled_cuda = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+        return lambda token, pos, pad=None: compiled_cuda(token, pos, pad)
     compiled = torch.compile(step, fullgraph=True)
 
-    def cpu_step(token, pos):
+    def cpu_step(token, pos, pad=None):
         # Inductor reads these settings when it compiles, which happens inside the first call (and any
         # recompile), so they are set around every call rather than for the whole process.
         import torch._inductor.config as inductor_config
 
         with inductor_config.patch(**CPU_DECODE_INDUCTOR):
-            return compiled(token, pos)
+            return compiled(token, pos, pad)
 
     return cpu_step
 
@@ -314,11 +327,20 @@ class StaticDecoder:
         elif capture == "compile":  # compiled (and its graphs recorded) on the first calls
             self.step = compiled_step(model, self.cache, fused=self.fuse)
         else:
-            self.step = lambda token, pos: static_decode_step(model, self.cache, token, pos, self.fuse)  # noqa: E731
+            self.step = lambda token, pos, pad=None: static_decode_step(  # noqa: E731
+                model, self.cache, token, pos, self.fuse, pad)
 
     @torch.inference_mode()
-    def generate(self, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Prompt + max_new_tokens greedy ids, (b, t + max_new_tokens)."""
+    def generate(self, ids: torch.Tensor | list[torch.Tensor], max_new_tokens: int):
+        """Prompt + max_new_tokens greedy ids, (b, t + max_new_tokens).
+
+        ids may be a list of 1-D prompts of different lengths (at most the decoder's batch of them): they are
+        left-padded into one batch as `generate` does, and a list comes back, each prompt + its new tokens.
+        """
+        prompts, pad = None, None
+        if isinstance(ids, (list, tuple)):
+            prompts = ids
+            ids, pad = pad_prompts(prompts)
         batch, prompt_len = ids.shape
         if batch != self.cache.batch or max_new_tokens < 1 or prompt_len + max_new_tokens > self.cache.max_len:
             raise ValueError(
@@ -335,13 +357,16 @@ class StaticDecoder:
                 "StaticDecoder.generate: the model's weights changed after this decoder compiled its CPU step, "
                 "which holds a frozen copy of them; build a new StaticDecoder to decode with the new weights")
         self.cache.reset()
-        token = self.model(ids, self.cache, last_only=True)[:, -1].argmax(-1, keepdim=True)  # prefill
+        token = self.model(ids, self.cache, pad=pad, last_only=True)[:, -1].argmax(-1, keepdim=True)  # prefill
         pos = torch.full((1,), prompt_len, dtype=torch.long, device=ids.device)
         new = [token]
         for _ in range(max_new_tokens - 1):
             if self.capture == "compile" and ids.is_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
-            token = self.step(token, pos).argmax(-1, keepdim=True)
+            token = self.step(token, pos, pad).argmax(-1, keepdim=True)
             pos += 1
             new.append(token)
-        return torch.cat([ids] + new, dim=1)
+        out = torch.cat([ids] + new, dim=1)
+        if prompts is None:
+            return out
+        return [torch.cat([p, out[row, prompt_len:]]) for row, p in enumerate(prompts)]
