@@ -110,6 +110,8 @@ def main(argv=None) -> None:
     p.add_argument("--dtype", default="bf16", choices=["bf16", "fp32"])
     p.add_argument("--contexts", type=int, nargs="+", default=[2048, 4096])
     p.add_argument("--batches", type=int, nargs="+", default=[1, 2, 4, 8, 16, 32, 64, 128])
+    p.add_argument("--attn", nargs="+", default=["sdpa", "einsum"], choices=["sdpa", "einsum"],
+                   help="the static step's decode attention: the fused kernel and/or two batched products")
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-hf", action="store_true")
@@ -133,6 +135,35 @@ def main(argv=None) -> None:
 
     def left() -> float:
         return args.deadline_s - (time.perf_counter() - START)
+
+    def measure(model, preset, name, batch, context, max_len, floor, attn, fields) -> None:
+        """One (model, context, batch, attention) point: a recorded CUDA graph over a random cache."""
+        fields = dict(fields, decode_attention=attn)
+        decoder = None
+        try:
+            decoder = StaticDecoder(model, batch, max_len, capture="graph" if device.type == "cuda" else "none",
+                                    attn=attn)
+            with torch.inference_mode():  # the cache was made under inference mode
+                for buf in decoder.cache.keys + decoder.cache.values:
+                    buf.normal_()  # T cached positions of random keys and values
+                sec = step_seconds(decoder, context, args.steps, args.repeats, device)
+        except Exception as err:  # noqa: BLE001: out of memory or any failure: recorded, the run goes on
+            say(f"  {name} B={batch} T={context} {attn}: FAILED {type(err).__name__}: {str(err)[:300]}")
+            add("failed", "minids", preset, None, "", **fields, error=f"{type(err).__name__}: {err}"[:400])
+            return
+        finally:
+            del decoder
+            gc.collect()
+            if device.type == "cuda":
+                torch.cuda.empty_cache()
+            write_records(path, records)
+        fields.update(floor_ms=round(floor * 1e3, 3), path="graph+fused" if device.type == "cuda" else "static")
+        add("decode_tok_s", "minids", preset, round(batch / sec, 1), "tokens/s", **fields)
+        add("decode_ms_per_step", "minids", preset, round(sec * 1e3, 3), "ms", **fields)
+        add("decode_frac_of_bandwidth_floor", "minids", preset, round(floor / sec, 4), "fraction", **fields)
+        say(f"  {name} B={batch:>3} T={context} {attn:>6}: {sec * 1e3:7.2f} ms/step, {batch / sec:9.1f} tok/s, "
+            f"floor {floor * 1e3:6.2f} ms -> {floor / sec:.1%}")
+        write_records(path, records)
 
     variants = [(args.preset, k) for k in args.kv_heads] + ([] if args.no_big else [(args.big_preset, None)])
     for preset, kv_heads in variants:
@@ -160,30 +191,8 @@ def main(argv=None) -> None:
                     write_records(path, records)
                     continue
                 floor = (weight_bytes + kv_bytes) / args.bandwidth
-                try:
-                    decoder = StaticDecoder(model, batch, max_len, capture="graph" if device.type == "cuda" else "none")
-                    with torch.inference_mode():  # the cache was made under inference mode
-                        for buf in decoder.cache.keys + decoder.cache.values:
-                            buf.normal_()  # T cached positions of random keys and values
-                        sec = step_seconds(decoder, context, args.steps, args.repeats, device)
-                except Exception as err:  # noqa: BLE001: out of memory or any failure: recorded, the run goes on
-                    say(f"  {name} B={batch} T={context}: FAILED {type(err).__name__}: {str(err)[:300]}")
-                    add("failed", "minids", preset, None, "", **fields, error=f"{type(err).__name__}: {err}"[:400])
-                    decoder = None
-                    gc.collect()
-                    if device.type == "cuda":
-                        torch.cuda.empty_cache()
-                    write_records(path, records)
-                    continue
-                fields.update(floor_ms=round(floor * 1e3, 3), path="graph+fused" if device.type == "cuda" else "static")
-                add("decode_tok_s", "minids", preset, round(batch / sec, 1), "tokens/s", **fields)
-                add("decode_ms_per_step", "minids", preset, round(sec * 1e3, 3), "ms", **fields)
-                add("decode_frac_of_bandwidth_floor", "minids", preset, round(floor / sec, 4), "fraction", **fields)
-                say(f"  {name} B={batch:>3} T={context}: {sec * 1e3:7.2f} ms/step, {batch / sec:9.1f} tok/s, "
-                    f"floor {floor * 1e3:6.2f} ms -> {floor / sec:.1%}")
-                write_records(path, records)
-                del decoder
-                gc.collect()
+                for attn in args.attn:
+                    measure(model, preset, name, batch, context, max_len, floor, attn, fields)
         if preset == args.preset and kv_heads == args.kv_heads[0] and not args.no_hf:  # transformers, 7B as published
             from hf_twin import hf_twin
 

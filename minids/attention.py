@@ -44,6 +44,24 @@ def einsum_attention(q, k, v, mask: torch.Tensor | None) -> tuple[torch.Tensor, 
     return torch.einsum("bhts,bhsd->bhtd", weights, v), weights
 
 
+def grouped_einsum_decode(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """decode_attention written out: the r query heads of a group as r rows against their one KV head.
+
+    q: (b, h, 1, d); k, v: (b, k, s, d). Two batched products, (r x d) @ (d x s) and (r x s) @ (s x d) per
+    (b, k), that read each cached key and value once; the (b, k, r, s) scores are small (s numbers per query
+    head). Same function as decode_attention; which one is faster depends on the kernels: a fused attention
+    kernel that parallelises over (b, k) only has few blocks when k is small (GQA) and s long, while batched
+    matrix products split the s axis across the GPU (benchmarks/bench_batched_decode.py measures both).
+    """
+    r = q.shape[1] // k.shape[1]
+    q_groups = rearrange(q, "b (k r) 1 d -> b k r d", r=r)
+    scores = torch.einsum("bkrd,bksd->bkrs", q_groups, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.float().softmax(dim=-1).to(q.dtype)
+    return rearrange(torch.einsum("bkrs,bksd->bkrd", weights, v), "b k r d -> b (k r) 1 d")
+
+
 def decode_attention(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of ONE new token per sequence, without repeating the cached keys and values.
 

@@ -59,7 +59,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import decode_attention
+from .attention import decode_attention, grouped_einsum_decode
 from .generate import pad_prompts
 from .kv_cache import KVCache
 from .layer import DecoderLayer
@@ -177,9 +177,12 @@ def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> torch.Ten
     return mlp.down_proj(F.silu(gate) * up)
 
 
+DECODE_ATTENTION = {"sdpa": decode_attention, "einsum": grouped_einsum_decode}
+
+
 def static_decode_step(
     model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False,
-    pad: torch.Tensor | None = None,
+    pad: torch.Tensor | None = None, attn: str = "sdpa",
 ) -> torch.Tensor:
     """Logits (b, vocab) for the next position, given token (b, 1) at position pos (a (1,) long tensor).
 
@@ -188,7 +191,10 @@ def static_decode_step(
     fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
     pad: (b,) left-padding of each row (a batch of prompts of different lengths): row b's token sits at
     position pos - pad[b] of its own sequence, and its first pad[b] cache slots are hidden.
+    attn: "sdpa" (decode_attention: the fused kernel) or "einsum" (grouped_einsum_decode: two batched
+    products); the same function, measured against each other by benchmarks/bench_batched_decode.py.
     """
+    attend = DECODE_ATTENTION[attn]
     max_len = cache.max_len
     slots = torch.arange(max_len, device=pos.device)
     if pad is None:
@@ -210,7 +216,7 @@ def static_decode_step(
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache.keys[i].index_copy_(2, pos, k)  # (b, k, max_len, d): position pos of every row
         cache.values[i].index_copy_(2, pos, v)
-        out = decode_attention(q, cache.keys[i], cache.values[i], mask=visible)
+        out = attend(q, cache.keys[i], cache.values[i], mask=visible)
         x = x + attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
         x = x + feed_forward(layer, layer.post_attention_layernorm(x), fused)
     return model.lm_head(model.norm(x))[:, 0]
@@ -224,14 +230,14 @@ class CUDAGraphStep:
     overwritten by the next call: use them (argmax, sampling) before calling again.
     """
 
-    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False) -> None:
+    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False, attn: str = "sdpa") -> None:
         device = cache.keys[0].device
         if device.type != "cuda":
             raise ValueError(f"CUDAGraphStep needs a CUDA model and cache, got device {device}")
         self.token = torch.zeros(cache.batch, 1, dtype=torch.long, device=device)
         self.pos = torch.full((1,), pos, dtype=torch.long, device=device)
         self.pad = torch.zeros(cache.batch, dtype=torch.long, device=device)  # rows' left padding, copied in
-        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused, self.pad)  # noqa: E731
+        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused, self.pad, attn)  # noqa: E731
         side = torch.cuda.Stream()  # CUDA requires the warm-up before capture to run on a side stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -251,7 +257,7 @@ class CUDAGraphStep:
 
 
 def compiled_step(
-    model: DeepSeekLM, cache: KVCache, fused: bool = False
+    model: DeepSeekLM, cache: KVCache, fused: bool = False, attn: str = "sdpa"
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """torch.compile of the static step: fused kernels; on CUDA mode="reduce-overhead" replays CUDA graphs.
 
@@ -269,7 +275,7 @@ def compiled_step(
                 torch._dynamo.mark_static_address(getattr(layer, name))
 
     def step(token, pos, pad):
-        return static_decode_step(model, cache, token, pos, fused, pad)
+        return static_decode_step(model, cache, token, pos, fused, pad, attn)
 
     if on_cuda:
         compiled_cuda = torch.compile(step, mode="reduce-overhead", fullgraph=True)
@@ -296,6 +302,7 @@ class StaticDecoder:
     """Greedy generation with the static step; the cache and the recorded/compiled step are made once.
 
     capture: "none" (eager static step, any device), "graph" (CUDAGraphStep) or "compile" (compiled_step).
+    attn: the step's attention, "sdpa" or "einsum" (see static_decode_step).
     fuse: run fuse_projections(model) (in place, no second copy) and use one GEMV for q/k/v and one for
     gate/up. None (the default) means True on CUDA, where fewer and larger GEMVs read the weights closer to
     full bandwidth, and False elsewhere, so that on a CPU the step stays the literal one the chapter shows and
@@ -309,9 +316,11 @@ class StaticDecoder:
 
     @torch.inference_mode()
     def __init__(self, model: DeepSeekLM, batch: int = 1, max_len: int | None = None, capture: str = "none",
-                 fuse: bool | None = None):
+                 fuse: bool | None = None, attn: str = "sdpa"):
         if capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
+        if attn not in DECODE_ATTENTION:
+            raise ValueError(f"attn must be one of {tuple(DECODE_ATTENTION)}, got {attn!r}")
         if fuse not in (None, True, False):
             raise ValueError(f"fuse must be None (True on CUDA, False elsewhere), True or False, got {fuse!r}")
         self.model, self.capture = model, capture
@@ -323,12 +332,12 @@ class StaticDecoder:
         self.fingerprint = weights_fingerprint(model) if self.frozen else None
         self.cache = model.new_kv_cache(batch, max_len)
         if capture == "graph":  # recorded now; the warm-up writes at position 0 are overwritten by prefill
-            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse)
+            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse, attn=attn)
         elif capture == "compile":  # compiled (and its graphs recorded) on the first calls
-            self.step = compiled_step(model, self.cache, fused=self.fuse)
+            self.step = compiled_step(model, self.cache, fused=self.fuse, attn=attn)
         else:
             self.step = lambda token, pos, pad=None: static_decode_step(  # noqa: E731
-                model, self.cache, token, pos, self.fuse, pad)
+                model, self.cache, token, pos, self.fuse, pad, attn)
 
     @torch.inference_mode()
     def generate(self, ids: torch.Tensor | list[torch.Tensor], max_new_tokens: int):
