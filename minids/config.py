@@ -161,6 +161,11 @@ class ModelConfig:
     def n_moe_layers(self) -> int:
         return self.n_layers - self.first_dense_layers if self.is_moe else 0
 
+    def __repr__(self) -> str:
+        # The MoE fields only where they differ from their defaults, so a dense config reads as it always has.
+        shown = (f for f in fields(self) if f.name not in _MOE_FIELDS or getattr(self, f.name) != f.default)
+        return f"ModelConfig({', '.join(f'{f.name}={getattr(self, f.name)!r}' for f in shown)})"
+
     def replace(self, **changes: Any) -> "ModelConfig":
         """A copy with some fields changed (validated again)."""
         return replace(self, **changes)
@@ -373,3 +378,4 @@ PRESETS: dict[str, dict[str, Any]] = {
 }
 
 CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
+_MOE_FIELDS = CONFIG_FIELDS[CONFIG_FIELDS.index("n_routed_experts"):CONFIG_FIELDS.index("bias_update_speed") + 1]

@@ -60,6 +60,13 @@ def test_dense_configs_are_unchanged():
     assert p.active == p.total and p.active_non_embedding == p.non_embedding
 
 
+def test_repr_names_the_moe_fields_only_when_used():
+    assert "expert" not in repr(ModelConfig.preset("deepseek-llm-7b"))
+    moe = repr(ModelConfig.preset("deepseek-moe-16b"))
+    assert "n_routed_experts=64" in moe and "first_dense_layers=1" in moe and "router_scoring" not in moe
+    assert eval(moe, {"ModelConfig": ModelConfig}) == ModelConfig.preset("deepseek-moe-16b")
+
+
 @pytest.mark.parametrize("changes, message", [
     (dict(n_experts_per_token=7), r"n_experts_per_token \(7\) must be between 1 and n_routed_experts \(6\)"),
     (dict(n_experts_per_token=0), r"n_experts_per_token \(0\) must be between 1"),
