@@ -8,9 +8,10 @@ experts and lets each token use only a few of them, so the parameters grow while
     s_{i,t} = Softmax_i(u_t . e_i)                                               (e_i: row i of the router)
 
 Fine-grained: each routed expert is a SwiGLU of width moe_d_ff (1408 in the 16B, against a dense 10944), and
-each token picks K' = 6 of N' = 64, so there are C(64, 6) = 75M combinations instead of C(16, 2) = 120 for
-coarse experts. Shared: K_s = 2 experts see every token and learn what all tokens need, which the routed
-experts then need not each relearn. The residual u_t is added by the decoder layer, not here.
+each token picks K' = 6 of N' = 64. Splitting experts multiplies the ways to combine them at the same cost
+(the paper's example: 16 experts, top-2, give C(16, 2) = 120 combinations; each split in 4, top-8, gives
+C(64, 8) = 4,426,165,368). Shared: K_s = 2 experts see every token and learn what all tokens need, which the
+routed experts then need not each relearn. The residual u_t is added by the decoder layer, not here.
 
 Letters used in shapes: T tokens (b*t flattened), d = d_model, E = N' routed experts, k = K' experts per
 token, f = moe_d_ff. Checkpoint names are deepseek-moe-16b's: `gate.weight` (E, d), `experts.{j}.{gate,up,
@@ -96,7 +97,8 @@ def balance_loss(routing: Routing, n_sequences: int = 1) -> torch.Tensor:
     s = rearrange(scores, "(n t) e -> n t e", n=n_sequences)
     chosen = rearrange(experts, "(n t) k -> n (t k)", n=n_sequences)
     t = s.shape[1]
-    counts = torch.zeros(n_sequences, E, device=s.device).scatter_add_(1, chosen, torch.ones_like(chosen, dtype=s.dtype))
+    ones = torch.ones_like(chosen, dtype=s.dtype)
+    counts = torch.zeros(n_sequences, E, device=s.device).scatter_add_(1, chosen, ones)  # picks per expert
     f = counts * E / (k * t)  # (n, E)
     P = s.mean(dim=1)  # (n, E)
     return (f * P).sum(dim=-1).mean()

@@ -8,7 +8,7 @@
 Data comes from a function `get_batch(step, generator) -> (inputs (b, t), targets (b, t))` of token ids;
 targets of -100 are ignored by the loss (the synthetic tasks score only their answers). A DeepSeekMoE
 model's balance loss (model.moe_aux_loss()) is added to the LM loss before backward, and V3's selection
-bias is moved after each optimizer step (model.update_expert_bias()); the logged losses stay the LM loss. The generator is
+bias moves after each optimizer step (model.update_expert_bias()); logged losses are the LM loss. The generator is
 the only source of randomness in the loop: it is seeded from `TrainConfig.seed` and saved in every
 checkpoint, so a resumed run draws exactly the batches an uninterrupted run would have drawn and reaches
 exactly the same losses (tests/test_train.py checks that, bit for bit).

@@ -260,8 +260,9 @@ def summarize(doc: dict) -> dict:
                         "params_total": runs[0]["params_total"], "params_active": runs[0]["params_active"],
                         "n_layers": runs[0]["n_layers"], "tokens_per_s": mean_std([r["tokens_per_s"] for r in runs])[0]}
         if "imbalance" in runs[0]["final"]:
-            out[variant]["final_imbalance_by_layer"] = [
-                mean_std([r["final"]["imbalance"][i] for r in runs])[0] for i in range(len(runs[0]["final"]["imbalance"]))]
+            layers = range(len(runs[0]["final"]["imbalance"]))
+            out[variant]["final_imbalance_by_layer"] = [mean_std([r["final"]["imbalance"][i] for r in runs])[0]
+                                                        for i in layers]
     return out
 
 
