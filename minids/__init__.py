@@ -6,6 +6,7 @@
     attention.py   grouped-query attention, explicit and fused paths
     kv_cache.py    the preallocated KV cache for decoding
     ffn.py         SwiGLU feed-forward network
+    moe.py         DeepSeekMoE: routed + shared experts, the balance loss, V3's bias balancing
     layer.py       one pre-norm decoder layer
     model.py       DeepSeekLM, the whole model
     accounting.py  parameters, KV-cache bytes and FLOPs from the config
@@ -31,6 +32,7 @@ from .hf import CheckpointError
 from .kv_cache import KVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
+from .moe import DeepSeekMoE
 from .norm import RMSNorm
 from . import scaling
 from .rope import (
@@ -50,7 +52,7 @@ from .train import TrainConfig  # minids.train (the module) holds train()
 __version__ = "0.1.0"
 
 __all__ = [
-    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DecoderLayer", "KVCache",
+    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DeepSeekMoE", "DecoderLayer", "KVCache",
     "count_params", "kv_cache_bytes", "ParamCount", "six_n", "paper_M", "matmul_flops_per_token",
     "swiglu_hidden_size", "CheckpointError", "show_source", "say",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",

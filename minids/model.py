@@ -9,6 +9,10 @@ Building is always done on the meta device first (shapes only, no memory): the 6
 under a second. The weights are then created once, directly on the target device and dtype, and
 initialised in place with the paper's N(0, 0.006). Pass device="meta" to stop before that step, and call
 `materialize(device, dtype)` later.
+
+A DeepSeekMoE config (config.is_moe) gives the same model with experts in the FFN of the later layers; after
+a forward, `moe_aux_loss()` is the balance loss to add to the LM loss, `expert_load()` the tokens each
+expert received, and `update_expert_bias()` V3's loss-free balancing step (train.py calls both).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .layer import DecoderLayer
+from .moe import DeepSeekMoE
 from .norm import RMSNorm
 from .rope import RotaryEmbedding
 
@@ -62,7 +67,7 @@ class DeepSeekLM(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 module.weight.normal_(mean=0.0, std=std)
-            elif isinstance(module, RMSNorm):
+            elif isinstance(module, (RMSNorm, DeepSeekMoE)):
                 module.reset_parameters()
 
     @property
@@ -156,6 +161,29 @@ class DeepSeekLM(nn.Module):
         if lo < 0 or hi >= ids.shape[1]:
             raise ValueError(f"pad must lie in [0, {ids.shape[1]}) (every row keeps at least one real token), "
                              f"got min {lo}, max {hi}")
+
+    # ---- DeepSeekMoE (moe.py) -------------------------------------------------------------------------
+    def moe_layers(self) -> list[DeepSeekMoE]:
+        """The MoE blocks, in layer order (empty for a dense model)."""
+        return [layer.mlp for layer in self.layers if isinstance(layer.mlp, DeepSeekMoE)]
+
+    def moe_aux_loss(self) -> torch.Tensor:
+        """The balance loss of the last forward, alpha_1 * sum_i f_i P_i summed over the MoE layers: add it to
+        the LM loss before backward. A zero tensor for a dense model or before any forward."""
+        losses = [m.aux_loss for m in self.moe_layers() if m.aux_loss is not None]
+        return torch.stack(losses).sum() if losses else torch.zeros((), device=self.lm_head.weight.device)
+
+    def expert_load(self) -> torch.Tensor:
+        """(n_moe_layers, n_routed_experts): tokens each routed expert received in the last forward."""
+        loads = [m.load for m in self.moe_layers()]
+        if not loads or any(load is None for load in loads):
+            raise RuntimeError("expert_load() needs a forward pass of an MoE model first")
+        return torch.stack(loads)
+
+    def update_expert_bias(self) -> None:
+        """V3's loss-free balancing: after an optimizer step, move each layer's selection bias (no-op if off)."""
+        for m in self.moe_layers():
+            m.update_bias()
 
     def _check_ids(self, ids, start: int, kv_cache: KVCache | None, check_values: bool) -> None:
         cfg = self.config

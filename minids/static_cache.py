@@ -80,7 +80,8 @@ FUSED_QKV, FUSED_GATE_UP = "_fused_qkv", "_fused_gate_up"
 def _fused_groups(layer: DecoderLayer) -> dict[str, list[nn.Linear]]:
     """Which projections share one matrix: read the same input, so their rows can be stacked."""
     attn, mlp = layer.self_attn, layer.mlp
-    return {FUSED_QKV: [attn.q_proj, attn.k_proj, attn.v_proj], FUSED_GATE_UP: [mlp.gate_proj, mlp.up_proj]}
+    gate_up = {FUSED_GATE_UP: [mlp.gate_proj, mlp.up_proj]} if hasattr(mlp, "gate_proj") else {}  # not MoE experts
+    return {FUSED_QKV: [attn.q_proj, attn.k_proj, attn.v_proj], **gate_up}
 
 
 def _views_intact(fused: torch.Tensor | None, linears: list[nn.Linear]) -> bool:
