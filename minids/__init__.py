@@ -8,6 +8,7 @@
     rolling_cache.py  the rolling-buffer cache of sliding-window models (slot = position mod W)
     receptive_field.py  the exact reach L (W - 1) of a windowed stack, measured by perturbation
     ffn.py         SwiGLU feed-forward network
+    moe.py         DeepSeekMoE: routed + shared experts, the balance loss, V3's bias balancing
     layer.py       one pre-norm decoder layer
     model.py       DeepSeekLM, the whole model
     accounting.py  parameters, KV-cache bytes and FLOPs from the config
@@ -34,6 +35,7 @@ from .kv_cache import KVCache
 from .rolling_cache import RollingKVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
+from .moe import DeepSeekMoE
 from .norm import RMSNorm
 from . import scaling
 from .rope import (
@@ -53,7 +55,8 @@ from .train import TrainConfig  # minids.train (the module) holds train()
 __version__ = "0.1.0"
 
 __all__ = [
-    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DecoderLayer", "KVCache", "RollingKVCache",
+    "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DeepSeekMoE", "DecoderLayer", "KVCache",
+    "RollingKVCache",
     "count_params", "kv_cache_bytes", "ParamCount", "six_n", "paper_M", "matmul_flops_per_token",
     "swiglu_hidden_size", "CheckpointError", "show_source", "say",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",

@@ -2,6 +2,9 @@
 
 Every count here is a formula over the config; the tests check each against the module's own
 `sum(p.numel() for p in model.parameters())` on the meta device for every preset.
+
+For a DeepSeekMoE config, `total` counts every expert and `active` only what one token uses (the router,
+the shared experts and its k routed experts in each MoE layer); FLOPs per token follow `active`.
 """
 
 from __future__ import annotations
@@ -17,10 +20,12 @@ from .config import ModelConfig
 class ParamCount:
     embedding: int  # vocab_size * d_model
     attention: int  # all layers: q, o (d_model x d_model each) and k, v (d_model x n_kv_heads*head_dim each)
-    ffn: int  # all layers: gate, up, down (d_model x d_ff each)
+    ffn: int  # all layers: gate, up, down (d_model x d_ff each); in MoE layers router + all experts
     norms: int  # two RMSNorm gains per layer + the final one
     lm_head: int  # d_model * vocab_size (untied)
-    per_layer: int  # attention + ffn + norms of one decoder layer
+    per_layer: int  # attention + ffn + norms of one decoder layer (the first one, dense, in an MoE model)
+    active_ffn: int | None = None  # FFN weights one token uses (None: all of ffn, a dense model)
+    routed_experts: int = 0  # all routed experts of all MoE layers (part of ffn)
 
     @property
     def non_embedding(self) -> int:
@@ -31,8 +36,18 @@ class ParamCount:
     def total(self) -> int:
         return self.embedding + self.non_embedding + self.lm_head
 
+    @property
+    def active(self) -> int:
+        """Parameters used for one token, embedding and lm_head included (= total for a dense model)."""
+        return self.total - self.ffn + (self.ffn if self.active_ffn is None else self.active_ffn)
+
+    @property
+    def active_non_embedding(self) -> int:
+        return self.active - self.embedding - self.lm_head
+
     def as_dict(self) -> dict[str, int]:
-        return {**asdict(self), "non_embedding": self.non_embedding, "total": self.total}
+        return {**asdict(self), "non_embedding": self.non_embedding, "total": self.total, "active": self.active,
+                "active_non_embedding": self.active_non_embedding}
 
 
 def attention_params_per_layer(config: ModelConfig) -> int:
@@ -41,7 +56,15 @@ def attention_params_per_layer(config: ModelConfig) -> int:
 
 
 def ffn_params_per_layer(config: ModelConfig) -> int:
-    return 3 * config.d_model * config.d_ff  # gate_proj, up_proj, down_proj
+    return 3 * config.d_model * config.d_ff  # gate_proj, up_proj, down_proj (a dense layer)
+
+
+def moe_params_per_layer(config: ModelConfig) -> tuple[int, int]:
+    """(all, active per token) weights of one DeepSeekMoE FFN: router d x E, E routed experts and the shared
+    SwiGLU of width K_s * moe_d_ff; a token uses the router, the shared experts and k routed experts."""
+    d, f = config.d_model, config.moe_d_ff or 0
+    router, expert, shared = d * config.n_routed_experts, 3 * d * f, 3 * d * config.n_shared_experts * f
+    return router + config.n_routed_experts * expert + shared, router + config.n_experts_per_token * expert + shared
 
 
 def count_params(config: ModelConfig) -> ParamCount:
@@ -49,16 +72,22 @@ def count_params(config: ModelConfig) -> ParamCount:
 
     >>> count_params(ModelConfig.preset("deepseek-llm-67b")).total
     67425001472
+    >>> p = count_params(ModelConfig.preset("deepseek-moe-16b")); p.total, p.active
+    (16375728128, 2828650496)
     """
-    L = config.n_layers
+    L, n_moe = config.n_layers, config.n_moe_layers
     attn, ffn, norms = attention_params_per_layer(config), ffn_params_per_layer(config), 2 * config.d_model
+    moe, moe_active = moe_params_per_layer(config)
+    first_ffn = moe if config.is_moe_layer(0) else ffn
     return ParamCount(
         embedding=config.vocab_size * config.d_model,
         attention=L * attn,
-        ffn=L * ffn,
+        ffn=(L - n_moe) * ffn + n_moe * moe,
         norms=L * norms + config.d_model,
         lm_head=config.d_model * config.vocab_size,
-        per_layer=attn + ffn + norms,
+        per_layer=attn + first_ffn + norms,
+        active_ffn=(L - n_moe) * ffn + n_moe * moe_active,
+        routed_experts=n_moe * config.n_routed_experts * 3 * config.d_model * (config.moe_d_ff or 0),
     )
 
 
@@ -84,8 +113,9 @@ def kv_cache_bytes(config: ModelConfig, seq_len: int, batch: int = 1, dtype: tor
 
 
 def six_n(config: ModelConfig) -> int:
-    """Training FLOPs per token by the 6N rule (N = non-embedding parameters): 2N forward + 4N backward."""
-    return 6 * count_params(config).non_embedding
+    """Training FLOPs per token by the 6N rule (N = non-embedding parameters, the active ones in an MoE):
+    2N forward + 4N backward."""
+    return 6 * count_params(config).active_non_embedding
 
 
 def paper_M(config: ModelConfig, seq_len: int) -> int:
@@ -106,10 +136,10 @@ def matmul_flops_per_token(config: ModelConfig, seq_len: int, causal: bool = Tru
     2 FLOPs per weight of every Linear (all layers and the lm_head; the embedding is a lookup, the norms
     are negligible), plus attention's q.k and weights.v products: 2 * 2 * n_heads * head_dim per visible
     key. With `causal`, token i sees i + 1 keys, on average (seq_len + 1) / 2: the causal halving.
-    This is the one formula minids uses for MFU.
+    This is the one formula minids uses for MFU. In an MoE only the active experts count (and the router).
     """
     p = count_params(config)
-    weights = p.attention + p.ffn + p.lm_head
+    weights = p.attention + p.active_ffn + p.lm_head
     keys_seen = (seq_len + 1) / 2 if causal else seq_len
     attention = config.n_layers * 4 * config.n_heads * config.head_dim * keys_seen
     forward = 2 * weights + attention

@@ -70,6 +70,15 @@ def band_mask(query_pos: torch.Tensor, key_pos: torch.Tensor, window: int | None
     return visible
 
 
+def key_padding_mask(pad: torch.Tensor, query_pos: torch.Tensor, key_pos: torch.Tensor) -> torch.Tensor:
+    """Boolean (b, 1, t, s) for left-padded rows whose keys carry positions (a cache's): row b's keys at
+    positions < pad[b] are padding and hidden; a padding query sees only itself (model.padding_mask's rule,
+    for keys in any order)."""
+    first = pad[:, None, None, None]  # (b, 1, 1, 1): each row's first real position
+    keys, queries = key_pos[None, None, None, :], query_pos[None, None, :, None]
+    return (keys >= first) | ((queries < first) & (keys == queries))
+
+
 def sliding_window_mask(t: int, start: int, window: int | None, device=None) -> torch.Tensor:
     """Boolean (t, start + t) band: query i (position start + i) sees keys start + i - window + 1 .. start + i.
 
@@ -144,6 +153,24 @@ def einsum_attention(q, k, v, mask: torch.Tensor | None) -> tuple[torch.Tensor, 
     return torch.einsum("bhts,bhsd->bhtd", weights, v), weights
 
 
+def grouped_einsum_decode(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
+    """decode_attention written out: the r query heads of a group as r rows against their one KV head.
+
+    q: (b, h, 1, d); k, v: (b, k, s, d). Two batched products, (r x d) @ (d x s) and (r x s) @ (s x d) per
+    (b, k), that read each cached key and value once; the (b, k, r, s) scores are small (s numbers per query
+    head). Same function as decode_attention; which one is faster depends on the kernels: a fused attention
+    kernel that parallelises over (b, k) only has few blocks when k is small (GQA) and s long, while batched
+    matrix products split the s axis across the GPU (benchmarks/bench_batched_decode.py measures both).
+    """
+    r = q.shape[1] // k.shape[1]
+    q_groups = rearrange(q, "b (k r) 1 d -> b k r d", r=r)
+    scores = torch.einsum("bkrd,bksd->bkrs", q_groups, k) / math.sqrt(q.shape[-1])
+    if mask is not None:
+        scores = scores.masked_fill(~mask, float("-inf"))
+    weights = scores.float().softmax(dim=-1).to(q.dtype)
+    return rearrange(torch.einsum("bkrs,bksd->bkrd", weights, v), "b k r d -> b (k r) 1 d")
+
+
 def decode_attention(q, k, v, mask: torch.Tensor | None = None) -> torch.Tensor:
     """Attention of ONE new token per sequence, without repeating the cached keys and values.
 
@@ -192,13 +219,16 @@ class GroupedQueryAttention(nn.Module):
         sin: torch.Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        mask: torch.Tensor | None = None,
     ):
         """Returns the output (b, t, d_model), or (output, weights (b, h, t, s)) when need_weights is set.
 
         need_weights always takes the explicit einsum path, since the fused kernel never forms the weights.
+        mask: optional boolean (b, 1, t, s), True where a query may see a key, replacing the causal mask (a
+        batch of left-padded prompts: see model.padding_mask); cos and sin are then (b, 1, t, d), per row.
         """
         if self.window is not None:
-            return self._windowed(x, cos, sin, kv_cache, need_weights)
+            return self._windowed(x, cos, sin, kv_cache, need_weights, mask)
         start = kv_cache.length if kv_cache is not None else 0
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
         k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
@@ -209,16 +239,19 @@ class GroupedQueryAttention(nn.Module):
 
         t = x.shape[1]
         weights = None
-        if self.impl == "flex" and flex_usable(q) and start == 0 and t > 1 and not need_weights:
+        if self.impl == "flex" and flex_usable(q) and start == 0 and t > 1 and mask is None and not need_weights:
             out = flex_window_attention(q, k, v, None)  # full causal through FlexAttention (for comparisons)
         elif t == 1 and self.impl != "einsum" and not need_weights:
-            out = decode_attention(q, k, v)  # one new token: no mask, and no copy of the cache
+            # one new token: no copy of the cache, and no mask unless some keys are padding
+            out = decode_attention(q, k, v, mask=mask)  # a (b, 1, 1, s) mask broadcasts over (b, k, r, s)
         else:
             # Repeat each key/value head for the r query heads of its group.
             k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
             v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
             if self.impl == "einsum" or need_weights:
-                out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device))
+                out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device) if mask is None else mask)
+            elif mask is not None:
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             elif start == 0:
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # a chunk after a cached prefix; is_causal would align the mask to the wrong corner
@@ -226,12 +259,14 @@ class GroupedQueryAttention(nn.Module):
         out = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
         return (out, weights) if need_weights else out
 
-    def _windowed(self, x, cos, sin, kv_cache, need_weights: bool):
+    def _windowed(self, x, cos, sin, kv_cache, need_weights: bool, mask: torch.Tensor | None = None):
         """forward() of a sliding-window layer: the same projections, attention restricted to the band.
 
         With a cache, the keys come back with their positions (a rolling cache keeps them in slot order,
         not position order), and the band is computed from those positions: attention does not care in
-        which order the keys are stored, only which of them each query may see.
+        which order the keys are stored, only which of them each query may see. Left-padded rows (`mask`,
+        model.padding_mask) also hide their padding keys: through the model's mask when the keys are this
+        chunk's own, through the padding the cache remembers (its `pad`) when they come from a cache.
         """
         t = x.shape[1]
         start = kv_cache.length if kv_cache is not None else 0
@@ -239,27 +274,34 @@ class GroupedQueryAttention(nn.Module):
         k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
         v = rearrange(self.v_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        pad = None
         if kv_cache is not None:
             k, v = kv_cache.update(self.layer_idx, k, v)  # (b, k, s, d)
             key_pos = kv_cache.key_positions(self.layer_idx, t)  # (s,): the position of each returned key
+            pad = kv_cache.pad  # (b,) or None: set by a padded prefill
         else:
             key_pos = torch.arange(t, device=x.device)
 
         weights = None
         in_order = start == 0 and k.shape[2] == t  # keys are exactly positions 0 .. t - 1
-        if self.impl == "flex" and flex_usable(q) and in_order and t > 1 and not need_weights:
+        if self.impl == "flex" and flex_usable(q) and in_order and t > 1 and mask is None and not need_weights:
             return self.o_proj(rearrange(flex_window_attention(q, k, v, self.window), "b h t d -> b t (h d)"))
-        # Every other path takes the dense (t, s) mask; FlexAttention never forms it (at 64K it is 4 GiB).
-        mask = band_mask(torch.arange(start, start + t, device=x.device), key_pos, self.window)
+        # Every other path takes a dense (1 or b, 1, t, s) mask; FlexAttention never forms it (4 GiB at 64K).
+        query_pos = torch.arange(start, start + t, device=x.device)
+        visible = band_mask(query_pos, key_pos, self.window)[None, None]
+        if pad is not None:
+            visible = visible & key_padding_mask(pad, query_pos, key_pos)
+        elif mask is not None:
+            visible = visible & mask  # the model's padding mask, over these same t keys
         if t == 1 and self.impl != "einsum" and not need_weights:
-            out = decode_attention(q, k, v, mask=rearrange(mask, "1 s -> 1 1 1 s"))
+            out = decode_attention(q, k, v, mask=visible)  # (1 or b, 1, 1, s) broadcasts over (b, k, r, s)
         else:
             k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
             v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
             if self.impl == "einsum" or need_weights:
-                out, weights = einsum_attention(q, k, v, mask)
+                out, weights = einsum_attention(q, k, v, visible)
             else:
-                out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
+                out = F.scaled_dot_product_attention(q, k, v, attn_mask=visible)
         out = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
         return (out, weights) if need_weights else out
 

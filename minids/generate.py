@@ -81,11 +81,13 @@ def stream_generate(
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
+    pad: torch.Tensor | None = None,
 ) -> Iterator[torch.Tensor]:
     """Yield the new tokens one step at a time, each a LongTensor of shape (b,).
 
     With eos_id, a row that has produced eos_id keeps producing eos_id (padding), and the stream stops
     once every row has finished; so a stream can be shorter than max_new_tokens.
+    pad: (b,) left-padding of each row of ids (prompts of different lengths, see `pad_prompts`).
     """
     check_generate_args(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eos_id)
     if max_new_tokens == 0:
@@ -94,7 +96,7 @@ def stream_generate(
     cache = model.new_kv_cache(batch, max_len=prompt_len + max_new_tokens)  # allocated once, for every step
     choose = lambda logits: sample_next(logits, temperature, top_k, top_p, generator)  # noqa: E731
 
-    logits = model(ids, cache, last_only=True)  # prefill: (b, 1, vocab)
+    logits = model(ids, cache, pad=pad, last_only=True)  # prefill: (b, 1, vocab); the cache keeps pad
     finished = torch.zeros(batch, dtype=torch.bool, device=ids.device)
     for step in range(max_new_tokens):
         token = choose(logits[:, -1])  # (b,)
@@ -109,24 +111,67 @@ def stream_generate(
 
 def generate(
     model: DeepSeekLM,
-    ids: torch.Tensor,
+    ids: torch.Tensor | list[torch.Tensor],
     max_new_tokens: int,
     temperature: float = 0.0,
     top_k: int | None = None,
     top_p: float | None = None,
     generator: torch.Generator | None = None,
     eos_id: int | None = None,
-) -> torch.Tensor:
+) -> torch.Tensor | list[torch.Tensor]:
     """The prompt followed by the generated tokens: LongTensor (b, prompt + new).
 
     new = max_new_tokens, or fewer when every row has reached eos_id. Greedy when temperature is 0;
     otherwise samples from softmax(logits / temperature), optionally restricted to the top_k tokens and/or
     the top_p probability mass. Pass a seeded torch.Generator to make sampling reproducible.
+
+    ids may also be a list of 1-D prompts of different lengths, served as ONE batch (one prefill, one
+    decode step per token for all of them): they are left-padded to one length (`pad_prompts`), and each
+    row gets its own positions and a mask that hides the padding, so each prompt's tokens are those it
+    would get alone (greedy: the same tokens). Returns then a list: each prompt followed by its new tokens,
+    ending at its first eos_id (included) when one is given.
     """
+    if isinstance(ids, (list, tuple)):
+        batch, pad = pad_prompts(ids)
+        new = list(stream_generate(model, batch, max_new_tokens, temperature, top_k, top_p, generator, eos_id, pad))
+        new = torch.stack(new, dim=1) if new else batch.new_zeros(len(ids), 0)  # (b, new)
+        out = []
+        for row, prompt in enumerate(ids):
+            tokens = new[row]
+            if eos_id is not None and bool((tokens == eos_id).any()):
+                tokens = tokens[: int((tokens == eos_id).nonzero()[0]) + 1]  # up to its own eos
+            out.append(torch.cat([prompt, tokens]))
+        return out
     new = list(stream_generate(model, ids, max_new_tokens, temperature, top_k, top_p, generator, eos_id))
     if not new:
         return ids.clone()
     return torch.cat([ids, torch.stack(new, dim=1)], dim=1)
+
+
+def pad_prompts(prompts, pad_id: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
+    """Left-pad 1-D prompts of different lengths into one batch: ids (b, longest) and pad (b,) long.
+
+    Left, not right: every row's last real token then sits in the last column, so one decode step appends
+    the next token of every row in the same column. The padding id does not matter (those keys are masked
+    out and their positions never used); pad[b] counts row b's padding tokens.
+    """
+    if not isinstance(prompts, (list, tuple)) or not prompts:
+        raise ValueError("generate: a batch of prompts must be a non-empty list of 1-D token tensors")
+    for i, p in enumerate(prompts):
+        if not isinstance(p, torch.Tensor) or p.dtype != torch.long or p.ndim != 1 or p.numel() == 0:
+            raise ValueError(f"generate: prompt {i} must be a non-empty 1-D torch.long tensor of token ids, "
+                             f"got {p!r}" if not isinstance(p, torch.Tensor) else
+                             f"generate: prompt {i} must be a non-empty 1-D torch.long tensor of token ids, "
+                             f"got shape {tuple(p.shape)} and dtype {p.dtype}")
+        if p.device != prompts[0].device:
+            raise ValueError(f"generate: prompt {i} is on {p.device}, prompt 0 on {prompts[0].device}; "
+                             "put every prompt on the model's device")
+    longest = max(p.numel() for p in prompts)
+    ids = torch.full((len(prompts), longest), pad_id, dtype=torch.long, device=prompts[0].device)
+    for row, p in enumerate(prompts):
+        ids[row, longest - p.numel():] = p
+    pad = torch.tensor([longest - p.numel() for p in prompts], dtype=torch.long, device=ids.device)
+    return ids, pad
 
 
 # ---- text in, text out --------------------------------------------------------------------------------

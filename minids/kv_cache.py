@@ -31,6 +31,7 @@ class KVCache:
         self.keys = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.values = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(config.n_layers)]
         self.batch, self.max_len, self.length = batch, max_len, 0
+        self.pad: torch.Tensor | None = None  # (batch,) left-padding per row, set by a padded prefill
 
     @property
     def nbytes(self) -> int:
@@ -60,7 +61,7 @@ class KVCache:
         self.length += new_tokens
 
     def reset(self) -> None:
-        self.length = 0
+        self.length, self.pad = 0, None
 
     def __repr__(self) -> str:
         k = self.keys[0]

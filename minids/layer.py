@@ -5,7 +5,8 @@
 
 Normalising the input of each block (pre-norm) rather than its output leaves the residual stream itself
 untouched, so the identity path from the last layer back to the first carries gradients unchanged: this is
-what lets a 95-layer stack train. DeepSeek LLM 67B stacks 95 of these; the 7B stacks 30.
+what lets a 95-layer stack train. DeepSeek LLM 67B stacks 95 of these; the 7B stacks 30. In a DeepSeekMoE
+config the FFN of every layer past the first `first_dense_layers` is the mixture of experts (moe.py).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from .attention import GroupedQueryAttention
 from .config import ModelConfig
 from .ffn import SwiGLU
 from .kv_cache import KVCache
+from .moe import DeepSeekMoE
 from .norm import RMSNorm
 
 
@@ -27,7 +29,8 @@ class DecoderLayer(nn.Module):
         self.input_layernorm = RMSNorm(config.d_model, config.norm_eps, **kw)
         self.self_attn = GroupedQueryAttention(config, layer_idx, attn_impl, **kw)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps, **kw)
-        self.mlp = SwiGLU(config.d_model, config.d_ff, **kw)
+        moe = config.is_moe_layer(layer_idx)
+        self.mlp = DeepSeekMoE(config, **kw) if moe else SwiGLU(config.d_model, config.d_ff, **kw)
 
     def forward(
         self,
@@ -36,8 +39,9 @@ class DecoderLayer(nn.Module):
         sin: torch.Tensor,
         kv_cache: KVCache | None = None,
         need_weights: bool = False,
+        mask: torch.Tensor | None = None,
     ):
-        attn = self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, need_weights=need_weights)
+        attn = self.self_attn(self.input_layernorm(x), cos, sin, kv_cache, need_weights=need_weights, mask=mask)
         attn, weights = attn if need_weights else (attn, None)
         h = x + attn
         y = h + self.mlp(self.post_attention_layernorm(h))

@@ -75,7 +75,7 @@ def decode_intensity(config: ModelConfig, batch: int, context: int, bytes_per_pa
     """
     _check_positive(batch=batch, context=context)
     p = count_params(config)
-    per_token = 2 * (p.attention + p.ffn + p.lm_head) + config.n_layers * 4 * config.n_heads * config.head_dim * context
+    per_token = 2 * (p.attention + p.active_ffn + p.lm_head) + config.n_layers * 4 * config.n_heads * config.head_dim * context
     moved = weight_bytes(config, bytes_per_param) + kv_cache_bytes(config, context, batch)
     return batch * per_token / moved
 

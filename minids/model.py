@@ -9,6 +9,10 @@ Building is always done on the meta device first (shapes only, no memory): the 6
 under a second. The weights are then created once, directly on the target device and dtype, and
 initialised in place with the paper's N(0, 0.006). Pass device="meta" to stop before that step, and call
 `materialize(device, dtype)` later.
+
+A DeepSeekMoE config (config.is_moe) gives the same model with experts in the FFN of the later layers; after
+a forward, `moe_aux_loss()` is the balance loss to add to the LM loss, `expert_load()` the tokens each
+expert received, and `update_expert_bias()` V3's loss-free balancing step (train.py calls both).
 """
 
 from __future__ import annotations
@@ -19,6 +23,7 @@ from torch import nn
 from .config import ModelConfig
 from .kv_cache import KVCache
 from .layer import DecoderLayer
+from .moe import DeepSeekMoE
 from .norm import RMSNorm
 from .rolling_cache import RollingKVCache
 from .rope import RotaryEmbedding
@@ -63,7 +68,7 @@ class DeepSeekLM(nn.Module):
         for module in self.modules():
             if isinstance(module, (nn.Linear, nn.Embedding)):
                 module.weight.normal_(mean=0.0, std=std)
-            elif isinstance(module, RMSNorm):
+            elif isinstance(module, (RMSNorm, DeepSeekMoE)):
                 module.reset_parameters()
 
     @property
@@ -93,6 +98,7 @@ class DeepSeekLM(nn.Module):
         ids: torch.Tensor,
         kv_cache: KVCache | None = None,
         *,
+        pad: torch.Tensor | None = None,
         last_only: bool = False,
         validate: bool = True,
     ) -> torch.Tensor:
@@ -101,21 +107,38 @@ class DeepSeekLM(nn.Module):
         With a kv_cache, ids are the next t tokens after the cache's `length` positions, and the cache is
         advanced by t. `validate=False` skips the id range check (it reads ids back from the device, which
         a tight decoding loop would rather not do) for callers that produced the ids themselves.
+
+        pad: for a batch of prompts of different lengths, left-padded to one length (b,) long: row b's first
+        pad[b] tokens are padding. Each row then gets its own positions (its first real token is position 0)
+        and no query sees a padding key, so every row's logits are those of its prompt alone (see
+        `padding_mask`). With a kv_cache, pass it with the first chunk: the cache keeps it for later steps.
         """
         start = kv_cache.length if kv_cache is not None else 0
         self._check_ids(ids, start, kv_cache, check_values=validate)
-        x = self._embed_and_run(ids, start, kv_cache)
+        if pad is not None:
+            self._check_pad(pad, ids, start)
+            if kv_cache is not None:
+                kv_cache.pad = pad
+        elif kv_cache is not None:
+            pad = kv_cache.pad  # None unless the prefill was padded
+        x = self._embed_and_run(ids, start, kv_cache, pad=pad)
         if last_only:
             x = x[:, -1:]
         return self.lm_head(self.norm(x))
 
-    def _embed_and_run(self, ids, start, kv_cache, need_weights=False):
+    def _embed_and_run(self, ids, start, kv_cache, need_weights=False, pad=None):
         positions = torch.arange(start, start + ids.shape[1], device=ids.device)
-        cos, sin = self.rope(positions)  # shared by every layer
+        mask = None
+        if pad is None:
+            cos, sin = self.rope(positions)  # (t, d), shared by every layer and row
+        else:  # each row counts its positions from its first real token: (b, t), then (b, 1, t, d)
+            cos, sin = self.rope((positions[None, :] - pad[:, None]).clamp(min=0))
+            cos, sin = cos[:, None], sin[:, None]
+            mask = padding_mask(pad, start, ids.shape[1])
         x = self.embed_tokens(ids)  # (b, t, d_model): the residual stream
         maps = []
         for layer in self.layers:
-            out = layer(x, cos, sin, kv_cache, need_weights=need_weights)
+            out = layer(x, cos, sin, kv_cache, need_weights=need_weights, mask=mask)
             x, w = out if need_weights else (out, None)
             maps.append(w)
         if kv_cache is not None:
@@ -128,6 +151,43 @@ class DeepSeekLM(nn.Module):
         self._check_ids(ids, 0, None, check_values=True)
         _, maps = self._embed_and_run(ids, 0, None, need_weights=True)
         return maps
+
+    @staticmethod
+    def _check_pad(pad, ids: torch.Tensor, start: int) -> None:
+        if not isinstance(pad, torch.Tensor) or pad.dtype != torch.long or tuple(pad.shape) != (ids.shape[0],):
+            raise ValueError(
+                f"pad must be a torch.long tensor of shape (batch,) = ({ids.shape[0]},) counting each row's "
+                f"left-padding tokens, got {pad!r}")
+        if start != 0:
+            raise ValueError("pad goes with the first chunk of a sequence (the prefill), not at position "
+                             f"{start}: the cache keeps it for the later steps")
+        lo, hi = int(pad.min()), int(pad.max())
+        if lo < 0 or hi >= ids.shape[1]:
+            raise ValueError(f"pad must lie in [0, {ids.shape[1]}) (every row keeps at least one real token), "
+                             f"got min {lo}, max {hi}")
+
+    # ---- DeepSeekMoE (moe.py) -------------------------------------------------------------------------
+    def moe_layers(self) -> list[DeepSeekMoE]:
+        """The MoE blocks, in layer order (empty for a dense model)."""
+        return [layer.mlp for layer in self.layers if isinstance(layer.mlp, DeepSeekMoE)]
+
+    def moe_aux_loss(self) -> torch.Tensor:
+        """The balance loss of the last forward, alpha_1 * sum_i f_i P_i summed over the MoE layers: add it to
+        the LM loss before backward. A zero tensor for a dense model or before any forward."""
+        losses = [m.aux_loss for m in self.moe_layers() if m.aux_loss is not None]
+        return torch.stack(losses).sum() if losses else torch.zeros((), device=self.lm_head.weight.device)
+
+    def expert_load(self) -> torch.Tensor:
+        """(n_moe_layers, n_routed_experts): tokens each routed expert received in the last forward."""
+        loads = [m.load for m in self.moe_layers()]
+        if not loads or any(load is None for load in loads):
+            raise RuntimeError("expert_load() needs a forward pass of an MoE model first")
+        return torch.stack(loads)
+
+    def update_expert_bias(self) -> None:
+        """V3's loss-free balancing: after an optimizer step, move each layer's selection bias (no-op if off)."""
+        for m in self.moe_layers():
+            m.update_bias()
 
     def _check_ids(self, ids, start: int, kv_cache: KVCache | None, check_values: bool) -> None:
         cfg = self.config
@@ -173,6 +233,23 @@ class DeepSeekLM(nn.Module):
         from .hf import to_hf_state_dict
 
         return to_hf_state_dict(self)
+
+
+def padding_mask(pad: torch.Tensor, start: int, t: int, total: int | None = None) -> torch.Tensor:
+    """Boolean (b, 1, t, s) mask for left-padded rows: True where query i (slot start + i) may see key slot j.
+
+    A key is visible when it is not in the future (j <= start + i) and not padding (j >= pad[b]): the causal
+    mask with the padding columns removed, row by row. A padding query itself sees only its own slot: its
+    output is never used, but a row of -inf everywhere would make its softmax NaN. s = start + t keys, or
+    `total` for a fixed-size buffer (the static decode step).
+    """
+    s = start + t if total is None else total
+    query = torch.arange(start, start + t, device=pad.device)[None, :, None]  # (1, t, 1) slots
+    key = torch.arange(s, device=pad.device)[None, None, :]  # (1, 1, s)
+    first = pad[:, None, None]  # (b, 1, 1): first real slot of each row
+    visible = (key <= query) & (key >= first)
+    visible |= (query < first) & (key == query)  # padding queries: themselves only
+    return visible[:, None]  # (b, 1, t, s): one mask for every head
 
 
 def _default_device() -> torch.device:

@@ -34,7 +34,7 @@ from .config import ModelConfig
 class RollingKVCache:
     """Per layer, a ring buffer of min(window, max_len) positions (max_len for full-attention layers).
 
-    The interface of KVCache (batch, length, update, advance, reset, check_room, nbytes), plus
+    The interface of KVCache (batch, length, pad, update, advance, reset, check_room, nbytes), plus
     key_positions(layer, t): the position of each key that the last update(layer, ...) returned.
     """
 
@@ -63,6 +63,7 @@ class RollingKVCache:
         # max_len bounds the positions only where some layer keeps them all; windowed-only never fills up.
         self.full_layers = any(w is None for w in windows)
         self.batch, self.max_len, self.length = batch, max_len, 0
+        self.pad: torch.Tensor | None = None  # (batch,) left-padding per row, set by a padded prefill
         self._returned: list[torch.Tensor | None] = [None] * config.n_layers
 
     @property
@@ -116,7 +117,7 @@ class RollingKVCache:
         self.length += new_tokens
 
     def reset(self) -> None:
-        self.length = 0
+        self.length, self.pad = 0, None
         for pos in self.positions:
             pos.fill_(-1)
         self._returned = [None] * len(self._returned)

@@ -134,7 +134,7 @@ def compute_where_optimal(M) -> float:
 def weights_per_layer(config: ModelConfig) -> int:
     """W: the matrix weights of one decoder layer (attention + FFN; the norms do no matmul)."""
     p = count_params(config)
-    return (p.attention + p.ffn) // config.n_layers
+    return (p.attention + p.active_ffn) // config.n_layers  # active: an MoE token uses k experts
 
 
 def real_flops_per_token(config: ModelConfig, seq_len: int | None = None) -> int:

@@ -59,7 +59,8 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import decode_attention
+from .attention import decode_attention, grouped_einsum_decode
+from .generate import pad_prompts
 from .kv_cache import KVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
@@ -79,7 +80,8 @@ FUSED_QKV, FUSED_GATE_UP = "_fused_qkv", "_fused_gate_up"
 def _fused_groups(layer: DecoderLayer) -> dict[str, list[nn.Linear]]:
     """Which projections share one matrix: read the same input, so their rows can be stacked."""
     attn, mlp = layer.self_attn, layer.mlp
-    return {FUSED_QKV: [attn.q_proj, attn.k_proj, attn.v_proj], FUSED_GATE_UP: [mlp.gate_proj, mlp.up_proj]}
+    gate_up = {FUSED_GATE_UP: [mlp.gate_proj, mlp.up_proj]} if hasattr(mlp, "gate_proj") else {}  # not MoE experts
+    return {FUSED_QKV: [attn.q_proj, attn.k_proj, attn.v_proj], **gate_up}
 
 
 def _views_intact(fused: torch.Tensor | None, linears: list[nn.Linear]) -> bool:
@@ -180,19 +182,34 @@ def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> torch.Ten
     return mlp.down_proj(F.silu(gate) * up)
 
 
+DECODE_ATTENTION = {"sdpa": decode_attention, "einsum": grouped_einsum_decode}
+
+
 def static_decode_step(
-    model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False
+    model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False,
+    pad: torch.Tensor | None = None, attn: str = "sdpa",
 ) -> torch.Tensor:
     """Logits (b, vocab) for the next position, given token (b, 1) at position pos (a (1,) long tensor).
 
     Writes this token's keys and values into `cache` at `pos` for every layer; does not touch cache.length
     (the caller keeps the position in `pos`). Same function as model(token, cache, last_only=True).
     fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
+    pad: (b,) left-padding of each row (a batch of prompts of different lengths): row b's token sits at
+    position pos - pad[b] of its own sequence, and its first pad[b] cache slots are hidden.
+    attn: "sdpa" (decode_attention: the fused kernel) or "einsum" (grouped_einsum_decode: two batched
+    products); the same function, measured against each other by benchmarks/bench_batched_decode.py.
     """
+    attend = DECODE_ATTENTION[attn]
     max_len = cache.max_len
-    cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
-    visible = torch.arange(max_len, device=pos.device) <= pos  # (max_len,): the keys written so far
-    visible = rearrange(visible, "s -> 1 1 1 s")  # broadcast over (b, k, r, s)
+    slots = torch.arange(max_len, device=pos.device)
+    if pad is None:
+        cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
+        visible = rearrange(slots <= pos, "s -> 1 1 1 s")  # the keys written so far; broadcast over (b, k, r, s)
+    else:
+        cos, sin = model.rope(pos - pad)  # (b, d): each row's own position
+        cos, sin = rearrange(cos, "b d -> b 1 1 d"), rearrange(sin, "b d -> b 1 1 d")
+        visible = (slots[None, :] <= pos) & (slots[None, :] >= pad[:, None])  # (b, s): written and not padding
+        visible = rearrange(visible, "b s -> b 1 1 s")
     x = model.embed_tokens(token)  # (b, 1, d_model)
     for i, layer in enumerate(model.layers):
         attn = layer.self_attn
@@ -204,7 +221,7 @@ def static_decode_step(
         q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
         cache.keys[i].index_copy_(2, pos, k)  # (b, k, max_len, d): position pos of every row
         cache.values[i].index_copy_(2, pos, v)
-        out = decode_attention(q, cache.keys[i], cache.values[i], mask=visible)
+        out = attend(q, cache.keys[i], cache.values[i], mask=visible)
         x = x + attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
         x = x + feed_forward(layer, layer.post_attention_layernorm(x), fused)
     return model.lm_head(model.norm(x))[:, 0]
@@ -229,13 +246,14 @@ class CUDAGraphStep:
     overwritten by the next call: use them (argmax, sampling) before calling again.
     """
 
-    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False) -> None:
+    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False, attn: str = "sdpa") -> None:
         device = cache.keys[0].device
         if device.type != "cuda":
             raise ValueError(f"CUDAGraphStep needs a CUDA model and cache, got device {device}")
         self.token = torch.zeros(cache.batch, 1, dtype=torch.long, device=device)
         self.pos = torch.full((1,), pos, dtype=torch.long, device=device)
-        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused)  # noqa: E731
+        self.pad = torch.zeros(cache.batch, dtype=torch.long, device=device)  # rows' left padding, copied in
+        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused, self.pad, attn)  # noqa: E731
         side = torch.cuda.Stream()  # CUDA requires the warm-up before capture to run on a side stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -246,15 +264,16 @@ class CUDAGraphStep:
         with torch.cuda.graph(self.graph):
             self.logits = step()
 
-    def __call__(self, token: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    def __call__(self, token: torch.Tensor, pos: torch.Tensor, pad: torch.Tensor | None = None) -> torch.Tensor:
         self.token.copy_(token)
         self.pos.copy_(pos)
+        self.pad.copy_(pad) if pad is not None else self.pad.zero_()
         self.graph.replay()
         return self.logits
 
 
 def compiled_step(
-    model: DeepSeekLM, cache: KVCache, fused: bool = False
+    model: DeepSeekLM, cache: KVCache, fused: bool = False, attn: str = "sdpa"
 ) -> Callable[[torch.Tensor, torch.Tensor], torch.Tensor]:
     """torch.compile of the static step: fused kernels; on CUDA mode="reduce-overhead" replays CUDA graphs.
 
@@ -271,20 +290,21 @@ def compiled_step(
             if getattr(layer, name, None) is not None:
                 torch._dynamo.mark_static_address(getattr(layer, name))
 
-    def step(token, pos):
-        return static_decode_step(model, cache, token, pos, fused)
+    def step(token, pos, pad):
+        return static_decode_step(model, cache, token, pos, fused, pad, attn)
 
     if on_cuda:
-        return torch.compile(step, mode="reduce-overhead", fullgraph=True)
+        compiled_cuda = torch.compile(step, mode="reduce-overhead", fullgraph=True)
+        return lambda token, pos, pad=None: compiled_cuda(token, pos, pad)
     compiled = torch.compile(step, fullgraph=True)
 
-    def cpu_step(token, pos):
+    def cpu_step(token, pos, pad=None):
         # Inductor reads these settings when it compiles, which happens inside the first call (and any
         # recompile), so they are set around every call rather than for the whole process.
         import torch._inductor.config as inductor_config
 
         with inductor_config.patch(**CPU_DECODE_INDUCTOR):
-            return compiled(token, pos)
+            return compiled(token, pos, pad)
 
     return cpu_step
 
@@ -298,6 +318,7 @@ class StaticDecoder:
     """Greedy generation with the static step; the cache and the recorded/compiled step are made once.
 
     capture: "none" (eager static step, any device), "graph" (CUDAGraphStep) or "compile" (compiled_step).
+    attn: the step's attention, "sdpa" or "einsum" (see static_decode_step).
     fuse: run fuse_projections(model) (in place, no second copy) and use one GEMV for q/k/v and one for
     gate/up. None (the default) means True on CUDA, where fewer and larger GEMVs read the weights closer to
     full bandwidth, and False elsewhere, so that on a CPU the step stays the literal one the chapter shows and
@@ -311,9 +332,11 @@ class StaticDecoder:
 
     @torch.inference_mode()
     def __init__(self, model: DeepSeekLM, batch: int = 1, max_len: int | None = None, capture: str = "none",
-                 fuse: bool | None = None):
+                 fuse: bool | None = None, attn: str = "sdpa"):
         if capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
+        if attn not in DECODE_ATTENTION:
+            raise ValueError(f"attn must be one of {tuple(DECODE_ATTENTION)}, got {attn!r}")
         if fuse not in (None, True, False):
             raise ValueError(f"fuse must be None (True on CUDA, False elsewhere), True or False, got {fuse!r}")
         _check_full_attention(model, "StaticDecoder")
@@ -326,15 +349,24 @@ class StaticDecoder:
         self.fingerprint = weights_fingerprint(model) if self.frozen else None
         self.cache = model.new_kv_cache(batch, max_len)
         if capture == "graph":  # recorded now; the warm-up writes at position 0 are overwritten by prefill
-            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse)
+            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse, attn=attn)
         elif capture == "compile":  # compiled (and its graphs recorded) on the first calls
-            self.step = compiled_step(model, self.cache, fused=self.fuse)
+            self.step = compiled_step(model, self.cache, fused=self.fuse, attn=attn)
         else:
-            self.step = lambda token, pos: static_decode_step(model, self.cache, token, pos, self.fuse)  # noqa: E731
+            self.step = lambda token, pos, pad=None: static_decode_step(  # noqa: E731
+                model, self.cache, token, pos, self.fuse, pad, attn)
 
     @torch.inference_mode()
-    def generate(self, ids: torch.Tensor, max_new_tokens: int) -> torch.Tensor:
-        """Prompt + max_new_tokens greedy ids, (b, t + max_new_tokens)."""
+    def generate(self, ids: torch.Tensor | list[torch.Tensor], max_new_tokens: int):
+        """Prompt + max_new_tokens greedy ids, (b, t + max_new_tokens).
+
+        ids may be a list of 1-D prompts of different lengths (at most the decoder's batch of them): they are
+        left-padded into one batch as `generate` does, and a list comes back, each prompt + its new tokens.
+        """
+        prompts, pad = None, None
+        if isinstance(ids, (list, tuple)):
+            prompts = ids
+            ids, pad = pad_prompts(prompts)
         batch, prompt_len = ids.shape
         if batch != self.cache.batch or max_new_tokens < 1 or prompt_len + max_new_tokens > self.cache.max_len:
             raise ValueError(
@@ -351,13 +383,16 @@ class StaticDecoder:
                 "StaticDecoder.generate: the model's weights changed after this decoder compiled its CPU step, "
                 "which holds a frozen copy of them; build a new StaticDecoder to decode with the new weights")
         self.cache.reset()
-        token = self.model(ids, self.cache, last_only=True)[:, -1].argmax(-1, keepdim=True)  # prefill
+        token = self.model(ids, self.cache, pad=pad, last_only=True)[:, -1].argmax(-1, keepdim=True)  # prefill
         pos = torch.full((1,), prompt_len, dtype=torch.long, device=ids.device)
         new = [token]
         for _ in range(max_new_tokens - 1):
             if self.capture == "compile" and ids.is_cuda:
                 torch.compiler.cudagraph_mark_step_begin()  # the previous step's outputs may be overwritten
-            token = self.step(token, pos).argmax(-1, keepdim=True)
+            token = self.step(token, pos, pad).argmax(-1, keepdim=True)
             pos += 1
             new.append(token)
-        return torch.cat([ids] + new, dim=1)
+        out = torch.cat([ids] + new, dim=1)
+        if prompts is None:
+            return out
+        return [torch.cat([p, out[row, prompt_len:]]) for row, p in enumerate(prompts)]

@@ -6,7 +6,9 @@
     bf16 autocast on CUDA (weights and optimizer state stay float32), plain float32 on the CPU
 
 Data comes from a function `get_batch(step, generator) -> (inputs (b, t), targets (b, t))` of token ids;
-targets of -100 are ignored by the loss (the synthetic tasks score only their answers). The generator is
+targets of -100 are ignored by the loss (the synthetic tasks score only their answers). A DeepSeekMoE
+model's balance loss (model.moe_aux_loss()) is added to the LM loss before backward, and V3's selection
+bias moves after each optimizer step (model.update_expert_bias()); logged losses are the LM loss. The generator is
 the only source of randomness in the loop: it is seeded from `TrainConfig.seed` and saved in every
 checkpoint, so a resumed run draws exactly the batches an uninterrupted run would have drawn and reaches
 exactly the same losses (tests/test_train.py checks that, bit for bit).
@@ -132,12 +134,14 @@ def train(
 
     every_eval = config.eval_every or config.steps
     every_ckpt = config.checkpoint_every or every_eval
-    pending: list[tuple[torch.Tensor, torch.Tensor]] = []  # (loss, grad norm) still on the device
+    pending: list[tuple] = []  # (loss, grad norm, MoE balance loss or None) still on the device
 
     def flush() -> None:  # one device->host copy per log interval, not one per step
-        for loss, norm in pending:
+        for loss, norm, aux in pending:
             history["losses"].append(loss.item())
             history["grad_norms"].append(norm.item())
+            if aux is not None:  # only MoE models have the key "aux_losses"
+                history.setdefault("aux_losses", []).append(aux.item())
         pending.clear()
 
     bar = _progress_bar(config.steps, start, progress)
@@ -151,12 +155,15 @@ def train(
         with autocast_context(device):
             logits = model(inputs, validate=False) if _takes_validate(model) else model(inputs)
         loss = lm_loss(logits, targets)
+        aux = _moe_aux_loss(model)  # None for a dense model
         optimizer.zero_grad(set_to_none=True)
-        loss.backward()
+        (loss if aux is None else loss + aux).backward()
         norm = torch.nn.utils.clip_grad_norm_(model.parameters(), config.grad_clip)
         optimizer.step()
+        if aux is not None:
+            model.update_expert_bias()
 
-        pending.append((loss.detach(), norm.detach()))
+        pending.append((loss.detach(), norm.detach(), None if aux is None else aux.detach()))
         history["steps"].append(step)
         history["lrs"].append(lr)
         history["tokens"] += inputs.numel()
@@ -194,6 +201,12 @@ def _evaluate(model: torch.nn.Module, eval_fn: EvalFn, device: torch.device) -> 
     if not isinstance(result, dict):
         raise TypeError(f"eval_fn must return a dict, got {type(result).__name__}")
     return result
+
+
+def _moe_aux_loss(model: torch.nn.Module) -> torch.Tensor | None:
+    """The MoE balance loss of the forward just run (alpha_1 * sum f_i P_i over layers), None if dense."""
+    config = getattr(model, "config", None)
+    return model.moe_aux_loss() if getattr(config, "is_moe", False) else None
 
 
 def _takes_validate(model: torch.nn.Module) -> bool:

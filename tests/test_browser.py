@@ -176,8 +176,13 @@ PAGES = 2  # chapters run two at a time, one per JupyterLab tab: most cells use 
 
 
 def _open(page, rel: str) -> dict:
-    """Open a chapter in this page's JupyterLab, wait for its kernel, report its state, then Run All."""
-    page.evaluate("async path => { await window.jupyterapp.commands.execute('docmanager:open', {path}); }", rel)
+    """Open a chapter in this page's JupyterLab, wait for its kernel, report its state, then Run All.
+
+    The open command is started, not awaited inside the page: JupyterLab's promise for it can be dropped
+    unresolved, and Playwright then fails the call ("Resulting promise was garbage collected", seen in CI).
+    Waiting from the Python side for the widget to appear asks the same question without that promise.
+    """
+    page.evaluate("path => { window.jupyterapp.commands.execute('docmanager:open', {path}); }", rel)
     page.wait_for_function("path => { const w = window.jupyterapp.shell.currentWidget;"
                            " return w && w.context && w.context.path === path; }", arg=rel, timeout=60_000)
     page.wait_for_function("() => window.jupyterapp.shell.currentWidget.sessionContext.session?.kernel"
@@ -192,9 +197,12 @@ def _open(page, rel: str) -> dict:
 def _close(page, rel: str) -> None:
     """Stop the chapter's kernel and close its tab without saving (dispose: no "save changes?" dialog), so
     the file on disk is never touched."""
-    page.evaluate("""async path => { const w = window.jupyterapp.shell.currentWidget;
-                     if (w && w.context && w.context.path === path) { await w.sessionContext.shutdown(); w.dispose(); } }""",
-                  rel)
+    try:
+        page.evaluate("""async path => { const w = window.jupyterapp.shell.currentWidget;
+                         if (w && w.context && w.context.path === path) { await w.sessionContext.shutdown(); w.dispose(); } }""",
+                      rel)
+    except Exception:  # noqa: BLE001: a chapter that failed to open may have no tab to close; its test reports why
+        pass
 
 
 @pytest.fixture(scope="module")
@@ -219,11 +227,15 @@ def runs(lab, browser, screenshots, request):
                 if i in active or not queue:
                     continue
                 chapter = queue.pop(0)
-                try:
-                    active[i] = (chapter, time.time(), _open(page, chapter.relative_to(ROOT).as_posix()))
-                except Exception as exc:  # noqa: BLE001: recorded, the chapter's test fails with it
-                    results[chapter.name] = {"error": f"opening failed: {exc}"}
-                    _close(page, chapter.relative_to(ROOT).as_posix())
+                rel = chapter.relative_to(ROOT).as_posix()
+                for attempt in range(2):  # a second try: opening is the browser's step most exposed to a busy CPU
+                    try:
+                        active[i] = (chapter, time.time(), _open(page, rel))
+                        break
+                    except Exception as exc:  # noqa: BLE001: recorded, the chapter's test fails with it
+                        _close(page, rel)
+                        if attempt == 1:
+                            results[chapter.name] = {"error": f"opening failed twice: {exc}"}
             for i, (chapter, started, opened) in list(active.items()):
                 page, rel = pages[i], chapter.relative_to(ROOT).as_posix()
                 try:

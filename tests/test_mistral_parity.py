@@ -108,7 +108,8 @@ def test_config_round_trips():
         (dict(layer_types=[S, F, S]), "MistralForCausalLM ignores them"),
         (dict(model_type="ministral", layer_types=[S, "chunked_attention", S]), r"\['chunked_attention'\] are not"),
         (dict(model_type="ministral", layer_types=[S, F, S], sliding_window=None), "sliding_window is null"),
-        (dict(model_type="llama"), "LlamaForCausalLM ignores both"),
+        (dict(model_type="llama"), "a .llama. config with sliding_window=5 .* its model class ignores both"),
+        (dict(model_type="deepseek"), "a .deepseek. config with sliding_window=5"),
         (dict(model_type="mixtral"), "model_type 'mixtral' is not supported"),
     ],
 )

@@ -132,3 +132,41 @@ def test_static_decoder_refuses_windowed_models_and_still_serves_full_ones():
     full = _model(None, dtype=torch.float32)
     prompt = torch.randint(0, 97, (1, 5))
     assert torch.equal(StaticDecoder(full, batch=1, max_len=16).generate(prompt, 6), generate(full, prompt, 6))
+
+
+@pytest.mark.parametrize("layer_types", [None, (S, F, S)])
+def test_left_padded_rows_with_a_window_get_their_prompt_alone(layer_types):
+    # Prompts of different lengths as one batch (generate.pad_prompts): the band is counted in slots, which
+    # is the same as in each row's own positions (padding shifts query and key alike); padding keys stay
+    # hidden, also once the rolling buffer has wrapped and the keys are out of order.
+    from minids.generate import pad_prompts
+
+    model = _model(4, layer_types=layer_types)
+    g = torch.Generator().manual_seed(0)
+    prompts = [torch.randint(0, 97, (n,), generator=g) for n in (9, 3, 6)]
+    ids, pad = pad_prompts(prompts)
+    new = torch.randint(0, 97, (3, 8), generator=g)  # 8 more tokens per row: past W for every row
+    with torch.no_grad():
+        for impl in ("sdpa", "einsum"):
+            model.attn_impl = impl
+            cache = model.new_kv_cache(batch=3, max_len=9 + 8)
+            steps = [model(ids, cache, pad=pad)] + [model(new[:, i : i + 1], cache) for i in range(8)]
+            batched = torch.cat(steps, dim=1)
+            assert torch.equal(cache.pad, pad)
+            tol = 1e-6 if impl == "einsum" else 1e-12  # einsum takes its softmax in float32
+            for row, p in enumerate(prompts):
+                alone = model(torch.cat([p, new[row]])[None])
+                assert rel_err(batched[row, pad[row]:], alone[0]) <= tol, (impl, row)
+            no_cache = model(torch.cat([ids, new], dim=1), pad=pad)  # the same, in one pass without a cache
+            assert rel_err(no_cache, batched) <= tol
+    cache.reset()
+    assert cache.pad is None
+
+
+def test_ragged_generate_with_a_window_equals_one_prompt_at_a_time():
+    model = _model(4, dtype=torch.float32)
+    g = torch.Generator().manual_seed(1)
+    prompts = [torch.randint(0, 97, (n,), generator=g) for n in (7, 2, 5)]
+    together = generate(model, prompts, max_new_tokens=9)
+    for p, out in zip(prompts, together):
+        assert torch.equal(out, generate(model, p[None], max_new_tokens=9)[0])

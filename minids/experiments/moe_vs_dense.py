@@ -1,0 +1,308 @@
+"""MoE against dense on a deep stack, measured: equal active parameters, equal total parameters, and balance.
+
+    python -m minids.experiments.moe_vs_dense cuda --parts active,total --deadline-s 560   # one H200, < 10 min
+    python -m minids.experiments.moe_vs_dense cuda --parts balance --deadline-s 560        # the second half
+    python -m minids.experiments.moe_vs_dense tiny                                          # seconds on a CPU
+
+The seed's question: how would the 67B's depth combine with Mixture of Experts? At the miniature's scale
+(minids.experiments.miniature: the project's Python corpus and tokenizer, 10 layers of width 320), every model
+trains with the same recipe (train.py: AdamW 0.9/0.95, weight decay 0.1, clip 1.0, warm-up + multi-step
+schedule, bf16 autocast on CUDA), for the same steps, on the same batches (the seed fixes the data stream):
+
+    dense       the miniature's shape: 10 layers, SwiGLU d_ff 896
+    moe         DeepSeekMoE on the same stack: layer 0 dense, layers 1-9 with 1 shared + 31 routed experts of
+                width 112 (= 896 / 8), 7 routed per token: the active FFN width is (1 + 7) x 112 = 896, so the
+                active parameters and FLOPs per token equal the dense model's (plus the router, 31 x 320 per
+                layer), and the total FFN width is 4x; balance loss alpha_1 = 0.01 (the 2B paper's)
+    dense-deep  a dense model of the MoE model's TOTAL parameters spent on depth instead: more layers of the
+                dense shape (the layer count that matches the total best)
+    moe-noaux   the MoE model without any balancing
+    moe-bias    without the loss, with V3's bias update (gamma = 0.001 per step)
+
+Parts: "active" = dense, moe; "total" = dense-deep (against moe); "balance" = moe-noaux, moe-bias (against moe).
+Every run records its loss curve, held-out loss (nats/token and bits/byte) at each evaluation, parameters
+(total, active), FLOPs per token, tokens/s, and for the MoE variants the tokens each expert received on the
+held-out windows per layer at every evaluation (imbalance = max / mean) and at the end.
+
+The results file holds every run finished so far and is rewritten atomically after each one: a run that was
+cut short or failed is recorded as such, and running the command again skips the runs already in the file
+(with the same setting), so parts and interrupted runs add up. Runs go seed by seed; before a run starts, its
+time is estimated from an earlier run of the same variant (or a short probe), and a run that would end after
+--deadline-s is skipped (recorded as skipped).
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import time
+import traceback
+from dataclasses import asdict, dataclass, replace
+
+import torch
+
+from ..config import ModelConfig
+from ..paths import PROJECT_ROOT
+from ..results import write_json_atomic
+
+VARIANTS = ("dense", "moe", "dense-deep", "moe-noaux", "moe-bias")
+PARTS = {"active": ("dense", "moe"), "total": ("moe", "dense-deep"), "balance": ("moe", "moe-noaux", "moe-bias")}
+
+
+@dataclass(frozen=True)
+class MoESetting:
+    dense: ModelConfig  # the dense model of the equal-active pair
+    n_routed: int
+    n_shared: int
+    top_k: int
+    moe_d_ff: int
+    seq_len: int
+    batch: int
+    steps: int
+    eval_every: int
+    peak_lr: float = 2e-3
+    warmup_fraction: float = 0.03
+    aux_alpha: float = 0.01
+    bias_gamma: float = 1e-3
+    first_dense: int = 1
+    seeds: tuple[int, ...] = (0, 1, 2)
+    val_windows: int | None = 64
+    text_chars: int | None = None  # only the first characters of the corpus (tests)
+
+
+MINIATURE = ModelConfig(vocab_size=8064, d_model=320, n_layers=10, n_heads=16, n_kv_heads=2, d_ff=896, max_seq_len=512)
+SETTINGS = {
+    "cuda": MoESetting(dense=MINIATURE, n_routed=31, n_shared=1, top_k=7, moe_d_ff=112, seq_len=512, batch=32,
+                       steps=1000, eval_every=100),
+    "tiny": MoESetting(dense=MINIATURE.replace(d_model=32, n_layers=3, n_heads=4, n_kv_heads=2, d_ff=64,
+                                               max_seq_len=32),
+                       n_routed=7, n_shared=1, top_k=3, moe_d_ff=16, seq_len=32, batch=8, steps=20, eval_every=10,
+                       seeds=(0, 1), val_windows=8, text_chars=60_000),
+}
+
+
+def variant_config(setting: MoESetting, variant: str) -> ModelConfig:
+    """The model config of one variant (see the module docstring)."""
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown variant {variant!r}; choose from {VARIANTS}")
+    dense = setting.dense
+    moe = dense.replace(n_routed_experts=setting.n_routed, n_shared_experts=setting.n_shared,
+                        n_experts_per_token=setting.top_k, moe_d_ff=setting.moe_d_ff,
+                        first_dense_layers=setting.first_dense, aux_loss_alpha=setting.aux_alpha)
+    if variant == "dense":
+        return dense
+    if variant == "moe":
+        return moe
+    if variant == "moe-noaux":
+        return moe.replace(aux_loss_alpha=0.0)
+    if variant == "moe-bias":
+        return moe.replace(aux_loss_alpha=0.0, bias_update_speed=setting.bias_gamma)
+    return dense.replace(n_layers=equal_total_layers(dense, moe))  # dense-deep
+
+
+def equal_total_layers(dense: ModelConfig, moe: ModelConfig) -> int:
+    """The number of dense layers whose total parameters come closest to the MoE model's."""
+    from ..accounting import count_params
+
+    target = count_params(moe).total
+    return min(range(1, 20 * moe.n_layers), key=lambda n: abs(count_params(dense.replace(n_layers=n)).total - target))
+
+
+# ---- one run --------------------------------------------------------------------------------------------------
+@torch.no_grad()
+def held_out(model, windows: torch.Tensor, nbytes: torch.Tensor, batch: int = 16) -> dict:
+    """Held-out nats/token and bits/byte, and (MoE) tokens per expert per layer summed over the windows."""
+    from .miniature import held_out_loss
+
+    result = held_out_loss(model, windows, nbytes, batch=batch)
+    if model.config.is_moe:  # a second pass for the load: held_out_loss sees only the logits
+        load = None
+        for i in range(0, len(windows), batch):
+            model(windows[i:i + batch, :-1], validate=False)
+            load = model.expert_load() if load is None else load + model.expert_load()
+        result["load"] = load.tolist()
+        result["imbalance"] = (load.amax(-1) / load.mean(-1)).tolist()  # per MoE layer
+    return result
+
+
+def run_one(setting: MoESetting, variant: str, seed: int, data: dict, device, steps: int | None = None) -> dict:
+    """Train one variant with one seed; return its record."""
+    from ..accounting import count_params, matmul_flops_per_token
+    from ..model import DeepSeekLM
+    from ..train import TrainConfig, train
+    from .depth_vs_width import binned
+    from .miniature import random_windows
+
+    cfg = variant_config(setting, variant)
+    steps = steps or setting.steps
+    torch.manual_seed(seed)
+    model = DeepSeekLM(cfg, device=device)
+    get_batch = random_windows(data["train"], setting.batch, setting.seq_len)
+    tc = TrainConfig(steps=steps, batch_size=setting.batch, seq_len=setting.seq_len, peak_lr=setting.peak_lr,
+                     warmup_steps=max(1, int(setting.warmup_fraction * steps)),
+                     eval_every=min(setting.eval_every, steps), seed=seed, device=str(device))
+    history = train(model, get_batch, tc, eval_fn=lambda m: held_out(m, data["windows"], data["nbytes"]),
+                    progress=False)
+    p = count_params(cfg)
+    steps_b, loss_b = binned(history["losses"], bins=50)
+    rec = {
+        "variant": variant, "seed": seed, "status": "done", "config": cfg.to_dict(), "n_layers": cfg.n_layers,
+        "params_total": p.total, "params_active": p.active, "params_non_embedding": p.non_embedding,
+        "params_active_non_embedding": p.active_non_embedding,
+        "flops_per_token": matmul_flops_per_token(cfg, setting.seq_len, training=True),
+        "steps": steps, "tokens": history["tokens"], "train_seconds": history["train_seconds"],
+        "tokens_per_s": history["tokens_per_s"], "curve": {"steps": steps_b, "loss": loss_b},
+        "evals": history["evals"], "final": history["evals"][-1],
+    }
+    if "aux_losses" in history:
+        rec["aux_curve"] = dict(zip(("steps", "aux_loss"), binned(history["aux_losses"], bins=50)))
+    if cfg.bias_update_speed:
+        rec["expert_bias"] = [m.expert_bias.tolist() for m in model.moe_layers()]
+    return rec
+
+
+def load_data(setting: MoESetting, device) -> dict:
+    """The corpus as token streams (train, val), the held-out windows and the bytes per token (miniature.py)."""
+    from ..data.pretrain import pretrain_text
+    from ..paths import project_path
+    from ..tokenizer import Tokenizer
+    from .miniature import token_bytes, token_stream, val_windows
+
+    tokenizer = Tokenizer.from_dir(project_path("data", "tokenizer"))
+    texts = {s: pretrain_text(s) for s in ("train", "val")}
+    if setting.text_chars:
+        texts = {s: t[:setting.text_chars] for s, t in texts.items()}
+    streams = {s: token_stream(t, tokenizer).to(device) for s, t in texts.items()}
+    return {"train": streams["train"], "windows": val_windows(streams["val"], setting.seq_len, setting.val_windows),
+            "nbytes": token_bytes(tokenizer, setting.dense.vocab_size)}
+
+
+# ---- the command --------------------------------------------------------------------------------------------
+def plan(setting: MoESetting, parts) -> list[tuple[str, int]]:
+    """(variant, seed) in the order they run: seed by seed, so a deadline leaves whole seeds."""
+    variants = list(dict.fromkeys(v for part in parts for v in PARTS[part]))
+    return [(v, s) for s in setting.seeds for v in variants]
+
+
+def run(setting: MoESetting, parts, device, results_path, deadline_s: float, started: float,
+        name: str = "custom", steps: int | None = None, log=print) -> dict:
+    """Run the plan, appending to (and resuming from) the results file; returns the file's content."""
+    from .depth_vs_width import device_name
+
+    header = {"record": "moe_vs_dense", "setting_name": name, "setting": _setting_dict(setting)}
+    doc = {**header, "runs": []}
+    if os.path.exists(results_path):
+        with open(results_path, encoding="utf-8") as f:
+            old = json.load(f)
+        if old.get("setting") == header["setting"]:
+            doc = old
+            log(f"resuming {results_path}: {sum(r['status'] == 'done' for r in doc['runs'])} runs done")
+        else:
+            log(f"{results_path} holds another setting: starting it over")
+    doc.update(device=str(device), device_name=device_name(device), torch=torch.__version__,
+               python=platform.python_version(), parts_last=list(parts))
+    done = {(r["variant"], r["seed"]) for r in doc["runs"] if r["status"] == "done"}
+    todo = [(v, s) for v, s in plan(setting, parts) if (v, s) not in done]
+    data = None  # loaded when the first run starts
+    seconds_per_run: dict[str, float] = {r["variant"]: r["wall_seconds"] * 1.1 for r in doc["runs"]
+                                         if r["status"] == "done"}
+    for variant, seed in todo:
+        elapsed = time.perf_counter() - started
+        if data is None and elapsed < deadline_s:
+            data = load_data(setting, device)
+        if variant not in seconds_per_run and elapsed < deadline_s:  # a probe of steps/20 steps, scaled up
+            t0 = time.perf_counter()
+            probe = max(2, (steps or setting.steps) // 20)
+            run_one(setting, variant, seed, {**data, "windows": data["windows"][:1]}, device, steps=probe)
+            seconds_per_run[variant] = (time.perf_counter() - t0) * (steps or setting.steps) / probe * 1.1
+            elapsed = time.perf_counter() - started
+        if elapsed + seconds_per_run.get(variant, 0.0) > deadline_s or elapsed >= deadline_s:
+            log(f"skip {variant} seed {seed}: ~{seconds_per_run.get(variant, 0):.0f} s would pass the deadline "
+                f"({elapsed:.0f} of {deadline_s:.0f} s used)")
+            doc["runs"] = [r for r in doc["runs"] if (r["variant"], r["seed"]) != (variant, seed)]
+            doc["runs"].append({"variant": variant, "seed": seed, "status": "skipped: deadline"})
+            write_json_atomic(results_path, doc)
+            continue
+        log(f"{variant} seed {seed} ...")
+        t0 = time.perf_counter()
+        try:
+            rec = run_one(setting, variant, seed, data, device, steps=steps)
+        except Exception as exc:  # noqa: BLE001  one failure must not lose the other runs
+            traceback.print_exc(limit=3)
+            rec = {"variant": variant, "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}"[:300]}
+        rec["wall_seconds"] = time.perf_counter() - t0
+        if rec["status"] == "done":
+            seconds_per_run[variant] = rec["wall_seconds"] * 1.1
+            log(f"  {variant} seed {seed}: val {rec['final']['val_loss']:.4f} nats/token, "
+                f"{rec['tokens_per_s'] / 1e3:.0f}k tokens/s, {rec['wall_seconds']:.0f} s"
+                + (f", imbalance {max(rec['final']['imbalance']):.2f}" if "imbalance" in rec["final"] else ""))
+        doc["runs"] = [r for r in doc["runs"] if (r["variant"], r["seed"]) != (variant, seed)] + [rec]
+        write_json_atomic(results_path, doc)
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    return doc
+
+
+def summarize(doc: dict) -> dict:
+    """Per variant: seeds done, mean/std of the final held-out loss, parameters, tokens/s, worst imbalance."""
+    from .depth_vs_width import mean_std
+
+    out = {}
+    for variant in VARIANTS:
+        runs = [r for r in doc["runs"] if r["variant"] == variant and r["status"] == "done"]
+        if not runs:
+            continue
+        loss = mean_std([r["final"]["val_loss"] for r in runs])
+        out[variant] = {"seeds": len(runs), "val_loss": loss[0], "val_loss_std": loss[1],
+                        "val_bpb": mean_std([r["final"]["val_bpb"] for r in runs])[0],
+                        "params_total": runs[0]["params_total"], "params_active": runs[0]["params_active"],
+                        "n_layers": runs[0]["n_layers"], "tokens_per_s": mean_std([r["tokens_per_s"] for r in runs])[0]}
+        if "imbalance" in runs[0]["final"]:
+            layers = range(len(runs[0]["final"]["imbalance"]))
+            out[variant]["final_imbalance_by_layer"] = [mean_std([r["final"]["imbalance"][i] for r in runs])[0]
+                                                        for i in layers]
+    return out
+
+
+def _setting_dict(setting: MoESetting) -> dict:
+    d = asdict(setting)
+    d["dense"] = setting.dense.to_dict()
+    d["seeds"] = list(setting.seeds)
+    return d
+
+
+def main(argv=None) -> dict:
+    started = time.perf_counter()
+    p = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    p.add_argument("setting", choices=sorted(SETTINGS), help="cuda: one H200; tiny: seconds on a CPU")
+    p.add_argument("--parts", default="active,total,balance", help=f"comma-separated, of {', '.join(PARTS)}")
+    p.add_argument("--device", default=None, help="default: cuda for the cuda setting, else cpu")
+    p.add_argument("--results", default=None, help="default data/results/moe_vs_dense_<setting>.json")
+    p.add_argument("--deadline-s", type=float, default=560.0, help="start no run that would end after this")
+    p.add_argument("--steps", type=int, default=None, help="override the setting's steps per run")
+    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the setting's)")
+    args = p.parse_args(argv)
+    setting = SETTINGS[args.setting]
+    if args.seeds:
+        setting = replace(setting, seeds=tuple(int(s) for s in args.seeds.split(",")))
+    if args.steps:
+        setting = replace(setting, steps=args.steps)
+    parts = [s for s in args.parts.split(",") if s]
+    unknown = [s for s in parts if s not in PARTS]
+    if unknown:
+        raise SystemExit(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
+    device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
+    results = args.results or PROJECT_ROOT / "data" / "results" / f"moe_vs_dense_{args.setting}.json"
+    doc = run(setting, parts, device, results, args.deadline_s, started, name=args.setting)
+    for variant, s in summarize(doc).items():
+        print(f"{variant:11s} {s['seeds']} seeds  val {s['val_loss']:.4f} +- {s['val_loss_std']:.4f} nats/token  "
+              f"{s['n_layers']} layers  total {s['params_total'] / 1e6:.1f}M  active {s['params_active'] / 1e6:.1f}M  "
+              f"{s['tokens_per_s'] / 1e3:.0f}k tok/s")
+    print(f"wrote {results} ({time.perf_counter() - started:.0f} s)")
+    return doc
+
+
+if __name__ == "__main__":
+    main()
