@@ -35,6 +35,10 @@ def test_tiny_run_writes_every_record_and_field(tiny):
     returned, saved = tiny
     setting = ft.SETTINGS["tiny"]
     assert saved["verdict"] == returned["verdict"] and saved["incomplete"] == []
+    assert [{k: d[k] for k in ft.DETAIL_KEYS} for d in saved["details"]] == \
+        [{k: r[k] for k in ft.DETAIL_KEYS} for r in saved["runs"]]
+    hop = [d for d in saved["details"] if d["task"] == "hop_k"]
+    assert all(set(d["accuracy_by_k"]) == {str(k) for k in range(setting.hop_max + 1)} for d in hop)
     runs, bases = saved["runs"], saved["pretrain"]
     assert len(bases) == len(setting.layers) * len(setting.seeds)
     per_base = len(setting.tasks) * (len(setting.methods) + 1)  # + the scratch control
@@ -71,14 +75,16 @@ def test_a_passed_deadline_records_incomplete_runs_and_a_valid_file(tmp_path):
 
 
 # ---- the rules on made-up records ------------------------------------------------------------------------
-def made_up(value, base_loss=3.0, seeds=(0, 1, 2), chance=0.0):
+def made_up(value, base_loss=3.0, seeds=(0, 1, 2), chance=0.0, k1=0.9):
     """A results dict: value(task, method, init, n_layers, seed) for every run of a 2-vs-8-layer family."""
     runs = [{"task": t, "method": m, "init": i, "n_layers": L, "seed": s, "value": value(t, m, i, L, s)}
             for t in ft.TASKS for L in (2, 8) for s in seeds
             for m, i in [(m, "pretrained") for m in ft.METHODS] + [("full", "scratch")]]
     bases = [{"n_layers": L, "seed": s, "val_loss": base_loss + 0.01 * s} for L in (2, 8) for s in seeds]
     meta = {"corpus": {"unigram_val_loss": 7.0}, "hop_k": {"chance": 1 / 3}, "names": {"chance": chance}}
-    return {"meta": meta, "pretrain": bases, "runs": runs}
+    details = [{**{k: r[k] for k in ft.DETAIL_KEYS}, "accuracy_by_k": {"0": 1.0, "1": k1, "2": r["value"]}}
+               for r in runs if r["task"] == "hop_k"]
+    return {"meta": meta, "pretrain": bases, "runs": runs, "details": details}
 
 
 def good(deep_bonus=0.0, jitter=0.005):
@@ -95,6 +101,15 @@ def test_a_clear_deep_advantage_is_the_verdict():
     assert v["gate"]["passed"] and v["verdict"] == "deep-narrow transfers better"
     assert all(c["better"] == "deep" for c in v["cells"].values()) and len(v["cells"]) == 6
     assert v["transfer_gain"]["names"]["better"] == "deep"
+
+
+def test_a_shallow_model_failing_at_k_above_1_is_a_result_not_a_failed_gate():
+    def wide_cannot_compose(t, m, i, L, s):
+        return 0.36 + 0.005 * s if (t, i, L) == ("hop_k", "pretrained", 2) else good()(t, m, i, L, s)
+    v = ft.verdict(made_up(wide_cannot_compose))
+    assert v["gate"]["passed"] and v["cells"]["hop_k lora-all"]["better"] == "deep"
+    assert v["verdict"] == "partly deep-narrow" and "hop_k" in v["reason"] and "names" not in v["reason"]
+    assert v["hop_k_by_k"]["L2 full pretrained"]["1"] == 0.9
 
 
 def test_equal_shapes_resolve_nothing_and_overlap_is_not_an_effect():
@@ -114,7 +129,8 @@ def test_the_wide_shape_can_win_and_mixed_is_reported():
 @pytest.mark.parametrize("breaks, words", [
     (dict(base_loss=7.5), "unigram"),
     (dict(value=lambda t, m, i, L, s: 0.05 if t == "names" else good()(t, m, i, L, s)), "does not beat scratch"),
-    (dict(value=lambda t, m, i, L, s: 0.35 if t == "hop_k" and i == "pretrained" else good()(t, m, i, L, s)), "< chance"),
+    (dict(k1=0.4), "at k = 1 0.400 < chance"),
+    (dict(value=lambda t, m, i, L, s: 0.04 if t == "names" else good()(t, m, i, L, s)), "exact match 0.040 < chance"),
 ])
 def test_a_failed_gate_means_invalid_whatever_the_cells(breaks, words):
     kwargs = {"value": good(deep_bonus=0.1), **breaks}
