@@ -29,6 +29,10 @@ parameters each, 9.9M with the 8,064-token embedding and lm_head). For each shap
                 the seed's untrained initialisation as the control, at the pre-training peak rate (a scratch
                 model at a fine-tuning rate would lose for the wrong reason). Every method sees the same
                 batches for a given seed, so methods and shapes are compared on identical data.
+                LoRA keeps r = 8 on both shapes, as a practitioner would; its trainable count follows the
+                shape (r (d_in + d_out) per matrix and layer): lora-attn trains 28,672 parameters in L2 and
+                114,688 in L8, lora-all 209,920 and 295,936 (each run records trainable_params). Only "full"
+                compares the shapes at equal trainable parameters; the chapter must say so.
 
 Decided before any result existed, and computed from the file by `verdict()`:
 
@@ -652,8 +656,14 @@ def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None 
         pool = cf.ProcessPoolExecutor(max_workers=setting.workers, mp_context=multiprocessing.get_context("spawn"))
     pending: dict = {}
 
+    def lost(job, why):  # a job that never produced a record of its own
+        return {"kind": job["kind"], **{k: job[k] for k in DETAIL_KEYS if k in job}, "incomplete": why}
+
     def submit(job):
-        pending[pool.submit(_worker, job)] = job
+        try:
+            pending[pool.submit(_worker, job)] = job
+        except Exception as exc:  # noqa: BLE001: a broken pool (a worker killed, e.g. out of memory)
+            note(lost(job, f"not started: {exc!r}"))
 
     def finetune_jobs(L, seed, init):
         return [{"kind": "finetune", "n_layers": L, "seed": seed, "task": t, "method": m, "init": init, **common,
@@ -698,15 +708,17 @@ def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None 
             finished, _ = cf.wait(list(pending), return_when=cf.FIRST_COMPLETED)
             for future in finished:
                 job = pending.pop(future)
-                done = future.result()
+                try:
+                    done = future.result()
+                except Exception as exc:  # noqa: BLE001: the worker process died under this job
+                    done = lost(job, f"worker died: {exc!r}")
                 ok = note(done)
                 if done["kind"] == "pretrain":
-                    for ft in finetune_jobs(job["n_layers"], job["seed"], "pretrained"):
+                    for ft_job in finetune_jobs(job["n_layers"], job["seed"], "pretrained"):
                         if ok:
-                            submit(ft)
+                            submit(ft_job)
                         else:
-                            results["incomplete"].append({"kind": "finetune", **{k: ft[k] for k in (
-                                "n_layers", "seed", "task", "method", "init")}, "incomplete": "its base did not finish"})
+                            results["incomplete"].append(lost(ft_job, "its base did not finish"))
                 save()
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
