@@ -4,9 +4,7 @@ import json
 
 import pytest
 
-pytest.importorskip("peft")
-
-from minids.experiments import finetune as ft  # noqa: E402
+from minids.experiments import finetune as ft
 
 
 @pytest.fixture(scope="module")

@@ -2,18 +2,15 @@
 
 import json
 
+import peft  # requirements.txt pins it: a missing peft fails here, it is not skipped
 import pytest
 import torch
+from transformers import LlamaConfig, LlamaForCausalLM
 
-from minids import DeepSeekLM, ModelConfig
+from minids import DeepSeekLM, ModelConfig, lora
 from minids.train import TrainConfig, train
 
 from conftest import rel_err, tiny_config
-
-peft = pytest.importorskip("peft")
-from transformers import LlamaConfig, LlamaForCausalLM  # noqa: E402
-
-from minids import lora  # noqa: E402
 
 # peft asks transformers' Llama a deprecated question when it wraps it; nothing minids can change
 pytestmark = pytest.mark.filterwarnings("ignore:.*is_gradient_checkpointing.*:FutureWarning")
