@@ -344,8 +344,8 @@ def pretrain_run(setting: FinetuneSetting, n_layers: int, seed: int, device: str
 
 
 def finetune_run(setting: FinetuneSetting, n_layers: int, seed: int, task_name: str, method: str, init: str,
-                 device: str, workdir: str, deadline: float | None = None) -> dict:
-    """Fine-tune one (shape, seed, task, method, init); return its record (RUN_FIELDS exactly)."""
+                 device: str, workdir: str, deadline: float | None = None) -> tuple[dict, dict]:
+    """Fine-tune one (shape, seed, task, method, init); return its record (RUN_FIELDS exactly) and its details."""
     from ..finetune import trainable_params
     from ..lora import apply_lora
     from ..model import DeepSeekLM
