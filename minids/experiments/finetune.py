@@ -473,7 +473,6 @@ def _pearson(x: list[float], y: list[float]) -> float | None:
 def verdict(results: dict) -> dict:
     """The gate, the cells and the verdict, from the file's records alone (rules in the module docstring)."""
     meta = results.get("meta", {})
-    setting = meta.get("setting", {})
     layers = sorted({r["n_layers"] for r in results.get("pretrain", [])} | {r["n_layers"] for r in results.get("runs", [])})
     out: dict = {"rules": {
         "gate": f"every base below the unigram loss; names: pretrained full - scratch >= {GATE_TRANSFER} per shape; "
