@@ -5,6 +5,7 @@
     synthetic.py  KHopTask: variable-binding chains with k = 1..6 dependent look-ups
     hop.py        HopKTask: hop_k, k-hop induction heads (Sanford, Hsu and Telgarsky 2024), k = 0..16
     pretrain.py   a 59 MB pre-training corpus of Python source (stdlib, torch, numpy, matplotlib), committed as xz
+    downstream.py fine-tuning tasks: hop_k in the tokenizer's vocabulary, naming a function from its masked source
 """
 
 from .corpus import build_corpus, corpus_manifest, corpus_text, corpus_tokens, lm_batches, lm_eval_windows
