@@ -17,6 +17,7 @@
     static_cache.py  a fixed-shape decode step for CUDA graphs / torch.compile
     schedule.py    warm-up + the paper's multi-step learning-rate schedule (and cosine)
     train.py       the training loop with the paper's recipe; checkpoint.py: atomic, resumable
+    finetune.py    full fine-tuning: freeze parts, a lower learning rate; lora.py: LoRA through peft
     data/          the byte tokenizer, the stdlib-docstring corpus, the k-hop tasks
     shapes.py      parameter-matched deep-vs-wide model families
     scaling.py     the paper's scaling laws (Eq. 1, 2, 4; Tables 2-4)

@@ -158,20 +158,18 @@ def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | None 
     Everything is written into a temporary folder beside `folder`, which then takes its place by rename: a
     crash leaves the old folder (or none), never half of a new one. Returns the folder's Path.
     """
-    import shutil
-    import tempfile
     from pathlib import Path
 
     from safetensors.torch import save_file
+
+    from .results import atomic_folder
 
     folder = Path(folder)
     config = model.config
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"save_hf: the tokenizer has {tokenizer.vocab_size:,} tokens but the model's vocab_size is "
                          f"{config.vocab_size:,}; ids past the embedding would have no row")
-    folder.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
-    try:
+    with atomic_folder(folder) as tmp:
         state = {k: (v.detach().to(dtype) if dtype else v.detach()).contiguous().cpu()
                  for k, v in to_hf_state_dict(model).items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -188,17 +186,4 @@ def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | None 
                 "tokenizer_class": "PreTrainedTokenizerFast", "model_max_length": config.max_seq_len,
                 "clean_up_tokenization_spaces": False, **names}, indent=1, ensure_ascii=False))
         (tmp / "config.json").write_text(json.dumps(hf, indent=1))
-        for path in tmp.iterdir():
-            os.chmod(path, 0o644)
-        os.chmod(tmp, 0o755)
-        if folder.exists():
-            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
-            os.replace(folder, old / "x")
-            os.replace(tmp, folder)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, folder)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
     return folder

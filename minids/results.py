@@ -2,13 +2,16 @@
 
 Every experiment and benchmark writes through `write_json_atomic`, so an interrupted run leaves either the
 old file or the new one, never half of one; and times through `median_time`, so one slow repeat (another
-process, a page fault) does not move the number.
+process, a page fault) does not move the number. Folders of several files (a checkpoint, an adapter) are
+written the same way, through `atomic_folder`.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
+import shutil
 import statistics
 import tempfile
 import time
@@ -32,6 +35,37 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
     except BaseException:
         if os.path.exists(tmp):
             os.remove(tmp)
+        raise
+
+
+@contextlib.contextmanager
+def atomic_folder(folder: str | os.PathLike):
+    """Write a folder all at once: yields a temporary folder beside `folder`, which takes its place by rename
+    when the block ends without an error (an old `folder` is moved aside first and then deleted). A crash
+    leaves the old folder (or none), never half of a new one; on an error the temporary folder is removed.
+
+        with atomic_folder("out/model") as tmp:
+            (tmp / "config.json").write_text(...)
+    """
+    from pathlib import Path
+
+    folder = Path(folder)
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.partial-"))
+    try:
+        yield tmp
+        for path in tmp.iterdir():
+            os.chmod(path, 0o644)  # mkdtemp makes a private folder; checkpoints are for everyone
+        os.chmod(tmp, 0o755)
+        if folder.exists():
+            old = Path(tempfile.mkdtemp(dir=folder.parent, prefix=f".{folder.name}.old-"))
+            os.replace(folder, old / "x")
+            os.replace(tmp, folder)
+            shutil.rmtree(old, ignore_errors=True)
+        else:
+            os.replace(tmp, folder)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
         raise
 
 

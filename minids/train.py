@@ -71,6 +71,9 @@ def make_optimizer(model: torch.nn.Module, config: TrainConfig) -> torch.optim.A
     """AdamW with weight decay on the matrices (dim >= 2) only: decaying RMSNorm gains toward 0 would
     fight the normalisation, so the usual practice (nanoGPT, Megatron) exempts them."""
     params = [p for p in model.parameters() if p.requires_grad]
+    if not params:
+        raise ValueError("make_optimizer: every parameter of the model is frozen (requires_grad False); "
+                         "unfreeze some (finetune.unfreeze) or add LoRA adapters (lora.apply_lora)")
     groups = [
         {"params": [p for p in params if p.ndim >= 2], "weight_decay": config.weight_decay},
         {"params": [p for p in params if p.ndim < 2], "weight_decay": 0.0},
@@ -211,9 +214,11 @@ def _moe_aux_loss(model: torch.nn.Module) -> torch.Tensor | None:
 
 def _takes_validate(model: torch.nn.Module) -> bool:
     # DeepSeekLM checks the id range with a device->host read; the loop's own data needs no check.
+    # A peft model (lora.py) passes keyword arguments through to the DeepSeekLM it wraps.
     from .model import DeepSeekLM
 
-    return isinstance(model, DeepSeekLM)
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    return isinstance(base, DeepSeekLM)
 
 
 def _config_dict(config: TrainConfig) -> dict:

@@ -2,7 +2,7 @@ import json
 
 import pytest
 
-from minids.results import median_time, write_json_atomic
+from minids.results import atomic_folder, median_time, write_json_atomic
 
 
 def test_write_json_atomic_replaces_or_keeps_the_old_file(tmp_path):
@@ -13,6 +13,22 @@ def test_write_json_atomic_replaces_or_keeps_the_old_file(tmp_path):
         write_json_atomic(path, [{"a": object()}])  # not serialisable: fails half-way through writing
     assert json.loads(path.read_text()) == [{"a": 1}]  # the old file survives whole
     assert [p.name for p in path.parent.iterdir()] == ["r.json"]  # and no temp file is left behind
+
+
+def test_atomic_folder_replaces_the_folder_whole_or_not_at_all(tmp_path):
+    target = tmp_path / "adapter"
+    with atomic_folder(target) as tmp:
+        (tmp / "a.txt").write_text("one")
+    assert (target / "a.txt").read_text() == "one"
+    with pytest.raises(RuntimeError):
+        with atomic_folder(target) as tmp:
+            (tmp / "a.txt").write_text("two")
+            raise RuntimeError("crash half-way")
+    assert (target / "a.txt").read_text() == "one"  # the old folder survives whole
+    with atomic_folder(target) as tmp:
+        (tmp / "b.txt").write_text("three")
+    assert sorted(p.name for p in target.iterdir()) == ["b.txt"]  # replaced, not merged
+    assert [p.name for p in tmp_path.iterdir()] == ["adapter"]  # no temporary folder left behind
 
 
 def test_median_time_is_the_median_of_the_repeats(monkeypatch):

@@ -6,6 +6,7 @@
     hop.py        HopKTask: hop_k, k-hop induction heads (Sanford, Hsu and Telgarsky 2024), k = 0..16
     recall.py     RecallTask: recall_d, name the one value seen d positions back (the reach of a window stack)
     pretrain.py   a 59 MB pre-training corpus of Python source (stdlib, torch, numpy, matplotlib), committed as xz
+    downstream.py fine-tuning tasks: hop_k in the tokenizer's vocabulary, naming a function from its masked source
 """
 
 from .corpus import build_corpus, corpus_manifest, corpus_text, corpus_tokens, lm_batches, lm_eval_windows
