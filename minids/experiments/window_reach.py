@@ -154,11 +154,14 @@ def train_run(setting: ReachSetting, n_layers: int, seed: int, device: str, dead
     curve_set = task.eval_set(setting.curve_size, seed=10_000, device=device)
     final_set = task.eval_set(setting.eval_size, seed=20_000, device=device)
 
+    run_start = time.time()
+
     def curve_point(m):
         result = task.evaluate(m, curve_set)
         reach = practical_reach(result["accuracy_by_d"])
         if log is not None:
-            log(f"  {tag}: loss {result['loss']:.3f}, reach {reach} of {theoretical_reach(cfg)}")
+            log(f"  {tag}: loss {result['loss']:.3f}, reach {reach} of {theoretical_reach(cfg)} "
+                f"({time.time() - run_start:.0f} s)")
         return {"loss": result["loss"], "practical_reach": reach}
 
     config = TrainConfig(steps=setting.steps, batch_size=setting.batch_size, seq_len=setting.n,
