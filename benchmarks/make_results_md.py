@@ -38,11 +38,14 @@ def fmt(value, unit: str) -> str:
 
 
 def shape(r: dict) -> str:
-    return f"{r['batch']}x{r['seq_len']}" if "batch" in r and "seq_len" in r else ""
+    length = r.get("seq_len", r.get("context"))  # batched decode records name their cached length "context"
+    return f"{r['batch']}x{length}" if "batch" in r and length is not None else ""
 
 
 def variant(r: dict) -> str:
-    v = r.get("variant", "")
+    v = r.get("variant", r.get("path", ""))
+    if r.get("decode_attention"):
+        v += f" ({r['decode_attention']} attention, {r.get('kv_heads')} KV heads)"
     if r.get("sdpa_backend", "default") != "default":
         v += f" (sdpa {r['sdpa_backend']})"
     return v
@@ -51,6 +54,8 @@ def variant(r: dict) -> str:
 def headline(records: list[dict]) -> list[str]:
     """Best minids variant against transformers as shipped (eager, default kernel), per metric and shape."""
     rows = []
+    # batched decode (records with a "context") has its own table below: its best batch is not batch 1's figure
+    records = [r for r in records if "context" not in r]
     keys = sorted({(r["metric"], r["model"], shape(r)) for r in records if r["metric"] in HEADLINES})
     for metric, model, shp in keys:
         same = [r for r in records if (r["metric"], r["model"], shape(r)) == (metric, model, shp)
