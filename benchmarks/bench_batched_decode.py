@@ -233,6 +233,7 @@ def main(argv=None) -> None:
         add("sequences_of_4k_beside_weights", "computed", args.big_preset, fits, "sequences", kv_heads=kv,
             kv_bytes_per_4k_sequence=per_seq, gpu_bytes=total, weight_bytes=weights, reserve_gb=args.reserve_gb)
         say(f"{args.big_preset} with {kv} KV heads: {fits} sequences of 4K tokens fit beside its weights")
+    write_records(path, records)
     say(f"done: {len(records)} records -> {path}")
 
 
