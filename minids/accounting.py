@@ -135,12 +135,25 @@ def matmul_flops_per_token(config: ModelConfig, seq_len: int, causal: bool = Tru
 
     2 FLOPs per weight of every Linear (all layers and the lm_head; the embedding is a lookup, the norms
     are negligible), plus attention's q.k and weights.v products: 2 * 2 * n_heads * head_dim per visible
-    key. With `causal`, token i sees i + 1 keys, on average (seq_len + 1) / 2: the causal halving.
-    This is the one formula minids uses for MFU. In an MoE only the active experts count (and the router).
+    key. With `causal`, token i sees i + 1 keys, on average (seq_len + 1) / 2: the causal halving; in a
+    sliding-window layer (config.layer_window(i) = W) it sees min(i + 1, W), so past W the cost per token
+    stops growing. This is the one formula minids uses for MFU. In an MoE only the active experts count (and
+    the router).
     """
     p = count_params(config)
     weights = p.attention + p.active_ffn + p.lm_head
-    keys_seen = (seq_len + 1) / 2 if causal else seq_len
-    attention = config.n_layers * 4 * config.n_heads * config.head_dim * keys_seen
+    keys_seen = sum(_mean_keys_seen(seq_len, config.layer_window(i) if causal else None, causal)
+                    for i in range(config.n_layers))
+    attention = 4 * config.n_heads * config.head_dim * keys_seen
     forward = 2 * weights + attention
     return 3 * forward if training else forward
+
+
+def _mean_keys_seen(seq_len: int, window: int | None, causal: bool) -> float:
+    """Keys a query attends to, averaged over the seq_len positions of one layer."""
+    if not causal:
+        return float(seq_len)
+    if window is None or window >= seq_len:
+        return (seq_len + 1) / 2
+    # positions 0 .. W-1 see 1 .. W keys; the remaining seq_len - W see W each
+    return (window * (window + 1) / 2 + (seq_len - window) * window) / seq_len

@@ -72,6 +72,11 @@ def influence(model, ids: torch.Tensor, p: int, scale: float = 1.0, seed: int = 
 
 def influenced_positions(model, ids: torch.Tensor, p: int, rel_tol: float = 1e-10, **kw) -> list[int]:
     """The positions whose logits change when position p's embedding is perturbed (influence > rel_tol times
-    the largest change). For a stack of window layers: exactly p .. min(t - 1, p + theoretical_reach)."""
+    the largest change). For a stack of window layers: exactly p .. min(t - 1, p + theoretical_reach).
+
+    The limit of the check: at random weights the change that reaches the far edge of the span shrinks by
+    roughly a factor W per hop, so in a deep stack (e.g. 95 layers) it falls below rel_tol and below float64
+    round-off, and the set returned is then SHORTER than the true reach. Use few layers (the tests and chapter
+    12 go to L = 8) or a larger rel_tol margin check, never this on a 67B-deep stack."""
     change = influence(model, ids, p, **kw)
     return (change > rel_tol * change.max()).nonzero().flatten().tolist()

@@ -66,3 +66,19 @@ def test_paper_M_matches_facts():
     # FACTS section 3: 7B M = 42.28e9, 67B M = 4.97e11 (l_seq 4096).
     assert round(paper_M(ModelConfig.preset("deepseek-llm-7b"), 4096) / 1e9, 2) == 42.28
     assert round(paper_M(ModelConfig.preset("deepseek-llm-67b"), 4096) / 1e11, 2) == 4.97
+
+
+def test_matmul_flops_count_only_the_keys_a_window_lets_through():
+    from minids.accounting import matmul_flops_per_token
+    from minids.attention import sliding_window_mask
+
+    base = ModelConfig.preset("tiny")
+    for window, seq_len in ((4, 16), (16, 16), (5, 37)):
+        cfg = base.replace(sliding_window=window)
+        keys = int(sliding_window_mask(seq_len, 0, window).sum())  # every (query, visible key) pair, counted
+        expected_attention = cfg.n_layers * 4 * cfg.n_heads * cfg.head_dim * keys / seq_len
+        no_attention = matmul_flops_per_token(cfg, seq_len) - expected_attention
+        full = matmul_flops_per_token(base, seq_len)
+        full_attention = base.n_layers * 4 * base.n_heads * base.head_dim * (seq_len + 1) / 2
+        assert abs(no_attention - (full - full_attention)) < 1e-6  # the weights' share is unchanged
+    assert matmul_flops_per_token(base.replace(sliding_window=64), 32) == matmul_flops_per_token(base, 32)
