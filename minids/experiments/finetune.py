@@ -133,6 +133,7 @@ class FinetuneSetting:
     tasks: tuple[str, ...] = TASKS
     methods: tuple[str, ...] = METHODS
     ft_steps: int = 300
+    names_ft_steps: int | None = None  # the names task's own step count (None: ft_steps); see the 2026-12-03 run
     ft_warmup_fraction: float = 0.05
     full_lr_scale: float = FINETUNE_LR_SCALE
     lora_lr: float = 2e-3
@@ -377,7 +378,7 @@ def finetune_run(setting: FinetuneSetting, n_layers: int, seed: int, task_name: 
         curve_set = task.eval_set(setting.curve_names, device=device)
         final_set = task.eval_set(None, device=device)
     get_batch = _with_deadline(task.batches(batch, seed, device), deadline)  # same batches for every method
-    steps = setting.ft_steps
+    steps = setting.names_ft_steps if task_name == "names" and setting.names_ft_steps else setting.ft_steps
     config = TrainConfig(steps=steps, batch_size=batch, seq_len=seq_len,
                          peak_lr=learning_rate(setting, method, init),
                          warmup_steps=max(1, int(setting.ft_warmup_fraction * steps)),
@@ -741,6 +742,9 @@ def main(argv=None) -> None:
     parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the setting's)")
     parser.add_argument("--pretrain-tokens", type=float, help="pre-training tokens per base (default: the setting's)")
     parser.add_argument("--ft-steps", type=int, help="fine-tuning steps per run (default: the setting's)")
+    parser.add_argument("--names-steps", type=int,
+                        help="fine-tuning steps of the names task only (default: --ft-steps); the first H200 run's "
+                             "names curves were still rising at 300 steps and failed the gate")
     parser.add_argument("--workers", type=int, help="runs side by side (default: the setting's)")
     parser.add_argument("--deadline-s", type=float, help="stop runs this many seconds after the start")
     parser.add_argument("--merge", action="store_true", help="keep the file's records of (shape, seed)s not run here")
@@ -756,6 +760,7 @@ def main(argv=None) -> None:
     changes = {k: v for k, v in (("layers", tuple(args.layers) if args.layers else None),
                                  ("seeds", tuple(args.seeds) if args.seeds else None),
                                  ("pretrain_tokens", args.pretrain_tokens), ("ft_steps", args.ft_steps),
+                                 ("names_ft_steps", args.names_steps),
                                  ("workers", args.workers), ("deadline_s", args.deadline_s)) if v is not None}
     if any(L < 1 for L in changes.get("layers", ())) or len(set(changes.get("layers", (1, 2)))) < 2:
         parser.error(f"--layers needs at least two different positive depths, got {args.layers}")
