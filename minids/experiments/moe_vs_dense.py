@@ -1,8 +1,8 @@
 """MoE against dense on a deep stack, measured: equal active parameters, equal total parameters, and balance.
 
-    python -m minids.experiments.moe_vs_dense cuda --parts active,total --deadline-s 560   # one H200, < 10 min
-    python -m minids.experiments.moe_vs_dense cuda --parts balance --deadline-s 560        # the second half
-    python -m minids.experiments.moe_vs_dense tiny                                          # seconds on a CPU
+    python -m minids.experiments.moe_vs_dense cuda --parts active,total --workers 7 --deadline-s 560  # one H200
+    python -m minids.experiments.moe_vs_dense cuda --parts balance --workers 6 --deadline-s 560       # then this
+    python -m minids.experiments.moe_vs_dense tiny --workers 2                                        # a CPU, seconds
 
 The seed's question: how would the 67B's depth combine with Mixture of Experts? At the miniature's scale
 (minids.experiments.miniature: the project's Python corpus and tokenizer, 10 layers of width 320), every model
@@ -24,17 +24,35 @@ Every run records its loss curve, held-out loss (nats/token and bits/byte) at ea
 (total, active), FLOPs per token, tokens/s, and for the MoE variants the tokens each expert received on the
 held-out windows per layer at every evaluation (imbalance = max / mean) and at the end.
 
-The results file holds every run finished so far and is rewritten atomically after each one: a run that was
-cut short or failed is recorded as such, and running the command again skips the runs already in the file
-(with the same setting), so parts and interrupted runs add up. Runs go seed by seed; before a run starts, its
-time is estimated from an earlier run of the same variant (or a short probe), and a run that would end after
---deadline-s is skipped (recorded as skipped).
+The runs go side by side on one device (--workers N processes, as in hop_depth.py; default 1, in this
+process): each model is small, so one run alone leaves an H200 mostly idle between its kernel launches. Each run
+is its own process (its own CUDA context; the corpus is tokenized once per process), and its record is written
+to the results file (atomically) as soon as it ends. The file holds every run finished so far: a run that was
+cut short or failed is recorded as such (status "skipped: deadline", "incomplete: ..." or "failed: ..."), only
+"done" runs are summarized, and running the command again skips the runs already done in the file (with the
+same setting; --workers is not part of it), so parts and interrupted runs add up. Runs start in plan order,
+seed by seed. The deadline (--deadline-s from the command's start): a run is not started when even the fastest
+earlier run of its variant would pass it (recorded as skipped), and a started run stops at the first step past
+it (recorded as incomplete); a run alone (--workers 1) also stops early, after 7.5% of its steps, when at its
+measured pace it would end after the deadline. Records carry concurrent_runs: tokens/s is per run, with that
+many runs sharing the device (the cost ratio is measured alone by benchmarks/bench_moe.py).
+
+On one H200 (an ESTIMATE, from the first, serial attempt, --deadline-s 215, which finished dense seed 0 in 49 s
+at 338k tokens/s and moe seed 0 in 120 s at 140k tokens/s; dense-deep, 31 layers, was estimated at 169 s): the
+seven runs left of "active,total" take 2 x 49 + 2 x 120 + 3 x 169 = 845 s one at a time, more than one
+10-minute command; side by side (--workers 7) they cannot take less than the longest run alone (169 s), and
+with the GPU shared seven ways we guess about 250-450 s (not measured: the only evidence is two launch-bound
+95-layer runs side by side taking 112 s against ~105 s each alone, data/results/logs/norm_placement_cuda.log).
+The six balance runs (moe-noaux, moe-bias x 3 seeds, 6 x ~120 s = 720 s one at a time) likewise about 200-400 s
+with --workers 6. Whatever the deadline cuts is recorded, and the same command run again finishes it.
 """
 
 from __future__ import annotations
 
 import argparse
+import concurrent.futures as cf
 import json
+import multiprocessing
 import os
 import platform
 import time
@@ -46,6 +64,8 @@ import torch
 from ..config import ModelConfig
 from ..paths import PROJECT_ROOT
 from ..results import write_json_atomic
+from .finetune import _Inline
+from .hop_depth import _Deadline
 
 VARIANTS = ("dense", "moe", "dense-deep", "moe-noaux", "moe-bias")
 PARTS = {"active": ("dense", "moe"), "total": ("moe", "dense-deep"), "balance": ("moe", "moe-noaux", "moe-bias")}
@@ -127,8 +147,11 @@ def held_out(model, windows: torch.Tensor, nbytes: torch.Tensor, batch: int = 16
     return result
 
 
-def run_one(setting: MoESetting, variant: str, seed: int, data: dict, device, steps: int | None = None) -> dict:
-    """Train one variant with one seed; return its record."""
+def run_one(setting: MoESetting, variant: str, seed: int, data: dict, device, steps: int | None = None,
+            deadline: float | None = None, project: bool = False) -> dict:
+    """Train one variant with one seed; return its record. With a `deadline` (a time.time()) the run raises
+    _Deadline at the first step past it, and with `project` also when, timed over its first steps, it would end
+    after it (see `watch_deadline`)."""
     from ..accounting import count_params, matmul_flops_per_token
     from ..model import DeepSeekLM
     from ..train import TrainConfig, train
@@ -140,6 +163,8 @@ def run_one(setting: MoESetting, variant: str, seed: int, data: dict, device, st
     torch.manual_seed(seed)
     model = DeepSeekLM(cfg, device=device)
     get_batch = random_windows(data["train"], setting.batch, setting.seq_len)
+    if deadline is not None:
+        get_batch = watch_deadline(get_batch, steps, deadline, project)
     tc = TrainConfig(steps=steps, batch_size=setting.batch, seq_len=setting.seq_len, peak_lr=setting.peak_lr,
                      warmup_steps=max(1, int(setting.warmup_fraction * steps)),
                      eval_every=min(setting.eval_every, steps), seed=seed, device=str(device))
@@ -160,6 +185,69 @@ def run_one(setting: MoESetting, variant: str, seed: int, data: dict, device, st
         rec["aux_curve"] = dict(zip(("steps", "aux_loss"), binned(history["aux_losses"], bins=50)))
     if cfg.bias_update_speed:
         rec["expert_bias"] = [m.expert_bias.tolist() for m in model.moe_layers()]
+    return rec
+
+
+def watch_deadline(get_batch, steps: int, deadline: float, project: bool = False, margin: float = 1.1):
+    """get_batch that raises _Deadline at the first step after `deadline` (a time.time()). With `project`, the
+    steps from steps/40 to 3 steps/40 are timed (past the warm-up, before the first evaluation at the usual
+    eval_every) and the run stops there if the rest, at that pace and with a 10% margin, would end after the
+    deadline. Only for a run alone on its device: beside other runs the pace rises when they end."""
+    first, second = steps // 40, 3 * steps // 40
+    marks: dict[int, float] = {}
+
+    def watched(step: int, generator: torch.Generator):
+        now = time.time()
+        if now > deadline:
+            raise _Deadline(f"deadline at step {step} of {steps}")
+        if project and first >= 1 and step in (first, second):
+            marks[step] = now
+            if step == second and first in marks:
+                end = now + (steps - second) * (now - marks[first]) / (second - first) * margin
+                if end > deadline:
+                    raise _Deadline(f"projected to end {end - deadline:.0f} s after the deadline "
+                                    f"(stopped at step {step} of {steps})")
+        return get_batch(step, generator)
+
+    return watched
+
+
+_DATA: dict = {}  # per process: the data of each (setting, device) loaded so far
+
+
+def cached_data(setting: MoESetting, device) -> dict:
+    """load_data once per process (a worker runs several runs of the same setting)."""
+    key = (setting.text_chars, setting.seq_len, setting.val_windows, setting.dense.vocab_size, str(device))
+    if key not in _DATA:
+        _DATA[key] = load_data(setting, device)
+    return _DATA[key]
+
+
+def _worker(job: dict) -> dict:
+    """One run, in a worker process (or inline with one worker): its record, whatever happens."""
+    variant, seed, device = job["variant"], job["seed"], job["device"]
+    if job["deadline"] is not None and time.time() >= job["deadline"]:
+        return {"variant": variant, "seed": seed, "status": "skipped: deadline"}
+    threads = torch.get_num_threads()
+    t0 = time.perf_counter()
+    try:
+        if job["threads"]:
+            torch.set_num_threads(job["threads"])  # the workers share the host's cores
+        data = cached_data(job["setting"], device)
+        t0 = time.perf_counter()  # the run itself, as before: the data are loaded once per process
+        rec = run_one(job["setting"], variant, seed, data, device, steps=job["steps"], deadline=job["deadline"],
+                      project=job["concurrent_runs"] == 1)
+    except _Deadline as stop:
+        rec = {"variant": variant, "seed": seed, "status": f"incomplete: {stop.args[0]}"}
+    except Exception as exc:  # noqa: BLE001  one failure must not lose the other runs
+        traceback.print_exc(limit=3)
+        rec = {"variant": variant, "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}"[:300]}
+    finally:
+        torch.set_num_threads(threads)  # as it was (one worker runs in the caller's process)
+        if torch.device(device).type == "cuda":
+            torch.cuda.empty_cache()
+    rec["wall_seconds"] = time.perf_counter() - t0
+    rec["concurrent_runs"] = job["concurrent_runs"]  # tokens/s is per run, with this many sharing the device
     return rec
 
 
@@ -186,9 +274,16 @@ def plan(setting: MoESetting, parts) -> list[tuple[str, int]]:
     return [(v, s) for s in setting.seeds for v in variants]
 
 
+def todo_runs(doc: dict, setting: MoESetting, parts) -> list[tuple[str, int]]:
+    """The plan's (variant, seed) not yet "done" in the results document, in plan order."""
+    done = {(r["variant"], r["seed"]) for r in doc["runs"] if r["status"] == "done"}
+    return [(v, s) for v, s in plan(setting, parts) if (v, s) not in done]
+
+
 def run(setting: MoESetting, parts, device, results_path, deadline_s: float, started: float,
-        name: str = "custom", steps: int | None = None, log=print) -> dict:
-    """Run the plan, appending to (and resuming from) the results file; returns the file's content."""
+        name: str = "custom", steps: int | None = None, log=print, workers: int = 1) -> dict:
+    """Run the plan, `workers` runs at a time, appending to (and resuming from) the results file; returns the
+    file's content. `started` is the command's time.perf_counter() at its start."""
     from .depth_vs_width import device_name
 
     header = {"record": "moe_vs_dense", "setting_name": name, "setting": _setting_dict(setting)}
@@ -201,47 +296,77 @@ def run(setting: MoESetting, parts, device, results_path, deadline_s: float, sta
             log(f"resuming {results_path}: {sum(r['status'] == 'done' for r in doc['runs'])} runs done")
         else:
             log(f"{results_path} holds another setting: starting it over")
+    workers = max(1, int(workers))
     doc.update(device=str(device), device_name=device_name(device), torch=torch.__version__,
-               python=platform.python_version(), parts_last=list(parts))
-    done = {(r["variant"], r["seed"]) for r in doc["runs"] if r["status"] == "done"}
-    todo = [(v, s) for v, s in plan(setting, parts) if (v, s) not in done]
-    data = None  # loaded when the first run starts
-    seconds_per_run: dict[str, float] = {r["variant"]: r["wall_seconds"] * 1.1 for r in doc["runs"]
-                                         if r["status"] == "done"}
-    for variant, seed in todo:
-        elapsed = time.perf_counter() - started
-        if data is None and elapsed < deadline_s:
-            data = load_data(setting, device)
-        if variant not in seconds_per_run and elapsed < deadline_s:  # a probe of steps/20 steps, scaled up
-            t0 = time.perf_counter()
-            probe = max(2, (steps or setting.steps) // 20)
-            run_one(setting, variant, seed, {**data, "windows": data["windows"][:1]}, device, steps=probe)
-            seconds_per_run[variant] = (time.perf_counter() - t0) * (steps or setting.steps) / probe * 1.1
-            elapsed = time.perf_counter() - started
-        if elapsed + seconds_per_run.get(variant, 0.0) > deadline_s or elapsed >= deadline_s:
-            log(f"skip {variant} seed {seed}: ~{seconds_per_run.get(variant, 0):.0f} s would pass the deadline "
-                f"({elapsed:.0f} of {deadline_s:.0f} s used)")
-            doc["runs"] = [r for r in doc["runs"] if (r["variant"], r["seed"]) != (variant, seed)]
-            doc["runs"].append({"variant": variant, "seed": seed, "status": "skipped: deadline"})
-            write_json_atomic(results_path, doc)
-            continue
-        log(f"{variant} seed {seed} ...")
-        t0 = time.perf_counter()
-        try:
-            rec = run_one(setting, variant, seed, data, device, steps=steps)
-        except Exception as exc:  # noqa: BLE001  one failure must not lose the other runs
-            traceback.print_exc(limit=3)
-            rec = {"variant": variant, "seed": seed, "status": f"failed: {type(exc).__name__}: {exc}"[:300]}
-        rec["wall_seconds"] = time.perf_counter() - t0
+               python=platform.python_version(), parts_last=list(parts), workers_last=workers)
+    todo = todo_runs(doc, setting, parts)
+    deadline = time.time() + deadline_s - (time.perf_counter() - started)  # a time.time(), for the workers
+    # a lower bound on a run's wall time: the fastest finished run of its variant (runs side by side are slower);
+    # a run is not started when even that would pass the deadline, and is stopped at the deadline otherwise
+    seconds_per_run: dict[str, float] = {}
+    for r in doc["runs"]:
+        if r["status"] == "done" and "wall_seconds" in r:
+            seconds_per_run[r["variant"]] = min(r["wall_seconds"], seconds_per_run.get(r["variant"], float("inf")))
+    concurrent_runs = max(1, min(workers, len(todo)))
+    # threads per run: oversubscribed cores make every OpenMP region wait (finetune.py); one worker keeps the
+    # caller's setting
+    threads = max(1, ((os.cpu_count() or 1) - 1) // workers) if workers > 1 else None
+    log(f"moe_vs_dense {name}: {len(todo)} runs to go ({len(plan(setting, parts)) - len(todo)} done), "
+        f"{concurrent_runs} at a time, deadline {deadline_s:.0f} s")
+
+    def save(rec: dict) -> None:
+        doc["runs"] = [r for r in doc["runs"] if (r["variant"], r["seed"]) != (rec["variant"], rec["seed"])] + [rec]
+        write_json_atomic(results_path, doc)
+
+    def finished(rec: dict) -> None:
+        variant, seed = rec["variant"], rec["seed"]
         if rec["status"] == "done":
-            seconds_per_run[variant] = rec["wall_seconds"] * 1.1
+            seconds_per_run[variant] = min(rec["wall_seconds"], seconds_per_run.get(variant, float("inf")))
             log(f"  {variant} seed {seed}: val {rec['final']['val_loss']:.4f} nats/token, "
                 f"{rec['tokens_per_s'] / 1e3:.0f}k tokens/s, {rec['wall_seconds']:.0f} s"
-                + (f", imbalance {max(rec['final']['imbalance']):.2f}" if "imbalance" in rec["final"] else ""))
-        doc["runs"] = [r for r in doc["runs"] if (r["variant"], r["seed"]) != (variant, seed)] + [rec]
-        write_json_atomic(results_path, doc)
-        if torch.device(device).type == "cuda":
-            torch.cuda.empty_cache()
+                + (f", imbalance {max(rec['final']['imbalance']):.2f}" if "imbalance" in rec["final"] else "")
+                + f" ({time.perf_counter() - started:.0f} s so far)")
+        else:
+            log(f"  {variant} seed {seed}: {rec['status']}")
+        save(rec)
+
+    if workers <= 1:
+        pool = _Inline()  # runs each job at submit, in this process
+    else:
+        pool = cf.ProcessPoolExecutor(max_workers=workers, mp_context=multiprocessing.get_context("spawn"))
+    queue, pending = list(todo), {}
+
+    def fill() -> None:  # start runs until `workers` are under way, each checked against the deadline first
+        while queue and len(pending) < workers:
+            variant, seed = queue.pop(0)
+            left, estimate = deadline - time.time(), seconds_per_run.get(variant, 0.0)
+            if left <= 0 or estimate > left:
+                why = "the deadline has passed" if left <= 0 else f"~{estimate:.0f} s would pass the deadline"
+                used = time.perf_counter() - started
+                log(f"skip {variant} seed {seed}: {why} ({used:.0f} of {deadline_s:.0f} s used)")
+                save({"variant": variant, "seed": seed, "status": "skipped: deadline"})
+                continue
+            log(f"{variant} seed {seed} ...")
+            job = {"setting": setting, "variant": variant, "seed": seed, "device": str(device), "steps": steps,
+                   "deadline": deadline, "threads": threads, "concurrent_runs": concurrent_runs}
+            try:
+                pending[pool.submit(_worker, job)] = (variant, seed)
+            except Exception as exc:  # noqa: BLE001  a broken pool (a worker killed, e.g. out of memory)
+                finished({"variant": variant, "seed": seed, "status": f"failed: not started: {exc!r}"[:300]})
+
+    try:
+        fill()
+        while pending:
+            for future in cf.wait(pending, return_when=cf.FIRST_COMPLETED)[0]:
+                variant, seed = pending.pop(future)
+                try:
+                    rec = future.result()
+                except Exception as exc:  # noqa: BLE001  the worker process died
+                    rec = {"variant": variant, "seed": seed, "status": f"failed: {exc!r}"[:300]}
+                finished(rec)
+            fill()
+    finally:
+        pool.shutdown(wait=True, cancel_futures=True)
     return doc
 
 
@@ -283,7 +408,10 @@ def main(argv=None) -> dict:
     p.add_argument("--deadline-s", type=float, default=560.0, help="start no run that would end after this")
     p.add_argument("--steps", type=int, default=None, help="override the setting's steps per run")
     p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the setting's)")
+    p.add_argument("--workers", type=int, default=1, help="runs side by side, each its own process (default 1)")
     args = p.parse_args(argv)
+    if args.workers < 1:
+        p.error(f"--workers must be >= 1, got {args.workers}")
     setting = SETTINGS[args.setting]
     if args.seeds:
         setting = replace(setting, seeds=tuple(int(s) for s in args.seeds.split(",")))
@@ -295,7 +423,8 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
     device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
     results = args.results or PROJECT_ROOT / "data" / "results" / f"moe_vs_dense_{args.setting}.json"
-    doc = run(setting, parts, device, results, args.deadline_s, started, name=args.setting)
+    doc = run(setting, parts, device, results, args.deadline_s, started, name=args.setting,
+              log=lambda line: print(line, flush=True), workers=args.workers)
     for variant, s in summarize(doc).items():
         print(f"{variant:11s} {s['seeds']} seeds  val {s['val_loss']:.4f} +- {s['val_loss_std']:.4f} nats/token  "
               f"{s['n_layers']} layers  total {s['params_total'] / 1e6:.1f}M  active {s['params_active'] / 1e6:.1f}M  "
