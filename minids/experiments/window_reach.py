@@ -33,22 +33,18 @@ plan, so a run split in parts merges into one file.
 
 from __future__ import annotations
 
-import argparse
-import concurrent.futures as cf
 import datetime
-import multiprocessing
 import os
 import platform
-import shlex
-import sys
 import time
 import traceback
-from dataclasses import asdict, dataclass, replace
+from dataclasses import asdict, dataclass
 
 import torch
 
 from ..data.recall import RecallTask
 from ..results import write_json_atomic
+from .side_by_side import depth_experiment_main, run_side_by_side
 from .depth_vs_width import binned, device_name, load_results, mean_std
 
 GATE_ACCURACY = 0.9  # mean over d = 1 .. W - 1, every run
@@ -322,15 +318,8 @@ def run_experiment(setting: ReachSetting, device="cpu", out_path: str | None = N
         records.append(rec)
         save()
 
-    args = [(setting, d, s, device, deadline, concurrent_runs) for d, s in jobs]
-    if setting.workers <= 1:
-        for a in args:
-            done(_worker(a))
-    else:
-        context = multiprocessing.get_context("spawn")  # CUDA cannot be forked
-        with cf.ProcessPoolExecutor(max_workers=setting.workers, mp_context=context) as pool:
-            for future in cf.as_completed([pool.submit(_worker, a) for a in args]):
-                done(future.result())
+    run_side_by_side(_worker, [(setting, d, s, device, deadline, concurrent_runs) for d, s in jobs],
+                     setting.workers, done)
     this_meta["total_seconds"] = time.time() - start
     save()
     v = records[-1]
@@ -339,34 +328,8 @@ def run_experiment(setting: ReachSetting, device="cpu", out_path: str | None = N
 
 
 def main(argv=None) -> None:
-    started = time.time()
-    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
-                                     formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
-    parser.add_argument("--setting", choices=sorted(SETTINGS), help="size preset (default: the device's type)")
-    parser.add_argument("--out", default="data/results", help="folder for window_reach_<device>.json")
-    parser.add_argument("--layers", type=int, nargs="+", help="depths to run (default: the setting's)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds to run (default: the setting's)")
-    parser.add_argument("--steps", type=int, help="training steps per run (default: the setting's)")
-    parser.add_argument("--workers", type=int, help="runs side by side (default: the setting's)")
-    parser.add_argument("--deadline-s", type=float, help="stop runs this many seconds after the start")
-    parser.add_argument("--merge", action="store_true", help="keep the file's records of runs not planned here")
-    args = parser.parse_args(argv)
-    device = torch.device(args.device)
-    if device.type == "cuda" and not torch.cuda.is_available():
-        parser.error("--device cuda but torch.cuda.is_available() is False")
-    setting = SETTINGS[args.setting or ("cuda" if device.type == "cuda" else "cpu")]
-    changes = {k: v for k, v in (("layers", tuple(args.layers) if args.layers else None),
-                                 ("seeds", tuple(args.seeds) if args.seeds else None), ("steps", args.steps),
-                                 ("workers", args.workers), ("deadline_s", args.deadline_s)) if v is not None}
-    bad = [d for d in changes.get("layers", ()) if d < 1]
-    if bad:
-        parser.error(f"--layers must be positive depths, got {bad}")
-    setting = replace(setting, **changes)
-    out_path = os.path.join(args.out, f"window_reach_{device.type}.json")
-    command = " ".join(["python -m minids.experiments.window_reach"] + [shlex.quote(a) for a in sys.argv[1:]])
-    run_experiment(setting, device, out_path, merge=args.merge, log=lambda s: print(s, flush=True),
-                   meta={"command": command}, started=started)
+    depth_experiment_main(argv, doc=__doc__, module="minids.experiments.window_reach", out_stem="window_reach", settings=SETTINGS,
+                          run_experiment=run_experiment)
 
 
 if __name__ == "__main__":
