@@ -133,6 +133,12 @@ def main(argv=None) -> None:
     def add(metric, impl, model, value, unit, **extra):
         records.append(record(metric, impl, model, value, unit, device, **extra))
 
+    def add_decode(impl, model, batch, sec, floor, fields):
+        """The three records of one measured step: tokens/s, ms per step, and the fraction of the floor."""
+        add("decode_tok_s", impl, model, round(batch / sec, 1), "tokens/s", **fields)
+        add("decode_ms_per_step", impl, model, round(sec * 1e3, 3), "ms", **fields)
+        add("decode_frac_of_bandwidth_floor", impl, model, round(floor / sec, 4), "fraction", **fields)
+
     def left() -> float:
         return args.deadline_s - (time.perf_counter() - START)
 
@@ -158,9 +164,7 @@ def main(argv=None) -> None:
                 torch.cuda.empty_cache()
             write_records(path, records)
         fields.update(floor_ms=round(floor * 1e3, 3), path="graph+fused" if device.type == "cuda" else "static")
-        add("decode_tok_s", "minids", preset, round(batch / sec, 1), "tokens/s", **fields)
-        add("decode_ms_per_step", "minids", preset, round(sec * 1e3, 3), "ms", **fields)
-        add("decode_frac_of_bandwidth_floor", "minids", preset, round(floor / sec, 4), "fraction", **fields)
+        add_decode("minids", preset, batch, sec, floor, fields)
         say(f"  {name} B={batch:>3} T={context} {attn:>6}: {sec * 1e3:7.2f} ms/step, {batch / sec:9.1f} tok/s, "
             f"floor {floor * 1e3:6.2f} ms -> {floor / sec:.1%}")
         write_records(path, records)
@@ -210,9 +214,7 @@ def main(argv=None) -> None:
                 fields = dict(batch=batch, context=context, kv_heads=cfg.n_kv_heads, weight_bytes=weight_bytes,
                               kv_bytes=kv_cache_bytes(cfg, context, batch, dtype=dtype), dtype=args.dtype,
                               attention=cfg.attention_kind, floor_ms=round(floor * 1e3, 3), path="generate")
-                add("decode_tok_s", "transformers", preset, round(batch / sec, 1), "tokens/s", **fields)
-                add("decode_ms_per_step", "transformers", preset, round(sec * 1e3, 3), "ms", **fields)
-                add("decode_frac_of_bandwidth_floor", "transformers", preset, round(floor / sec, 4), "fraction", **fields)
+                add_decode("transformers", preset, batch, sec, floor, fields)
                 say(f"  transformers {name} B={batch:>3} T={context}: {sec * 1e3:7.2f} ms/step, {batch / sec:9.1f} tok/s "
                     f"-> {floor / sec:.1%} of the floor")
                 write_records(path, records)

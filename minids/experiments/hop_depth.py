@@ -323,8 +323,8 @@ def run_experiment(setting: HopSetting, device="cpu", out_path: str | None = Non
 
 
 def main(argv=None) -> None:
-    depth_experiment_main(argv, doc=__doc__, module="minids.experiments.hop_depth", out_stem="hop_k", settings=SETTINGS,
-                          run_experiment=run_experiment)
+    depth_experiment_main(argv, doc=__doc__, module="minids.experiments.hop_depth", out_stem="hop_k",
+                          settings=SETTINGS, run_experiment=run_experiment)
 
 
 if __name__ == "__main__":

@@ -328,8 +328,8 @@ def run_experiment(setting: ReachSetting, device="cpu", out_path: str | None = N
 
 
 def main(argv=None) -> None:
-    depth_experiment_main(argv, doc=__doc__, module="minids.experiments.window_reach", out_stem="window_reach", settings=SETTINGS,
-                          run_experiment=run_experiment)
+    depth_experiment_main(argv, doc=__doc__, module="minids.experiments.window_reach", out_stem="window_reach",
+                          settings=SETTINGS, run_experiment=run_experiment)
 
 
 if __name__ == "__main__":
