@@ -24,7 +24,7 @@ def test_the_cuda_plan_is_parameter_matched_and_complete():
     assert {s.config.d_model for s in shapes.values()} == {setting.d_model}
     assert shapes[wide].config.d_ff > 4 * shapes[deep].config.d_ff  # depth bought with FFN width
     assert len(setting.seeds) >= 3 and set(setting.tasks) == set(ft.TASKS) and set(setting.methods) == set(ft.METHODS)
-    assert setting.deadline_s <= 480 and setting.workers > 1
+    assert setting.deadline_s <= 570 and setting.workers > 1  # one device command is at most 600 s
     rates = {(m, i): ft.learning_rate(setting, m, i) for m, i in
              (("full", "pretrained"), ("full", "scratch"), ("lora-all", "pretrained"))}
     assert rates["full", "pretrained"] < rates["full", "scratch"]  # fine-tuning runs at a lower rate
