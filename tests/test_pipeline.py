@@ -184,3 +184,26 @@ def test_torchrun_two_processes_match_the_single_process_model():
     out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
     assert out.returncode == 0, out.stdout + out.stderr
     assert ": PASS" in out.stdout and "2 stages on cpu" in out.stdout
+
+
+@pytest.mark.parametrize("name", ["deepseek-moe-16b"])
+def test_moe_costs_hold_every_expert_but_run_the_active_ones(name):
+    cfg = ModelConfig.preset(name)
+    T = 1024
+    embed, layers, head = module_costs(cfg, T)
+    p = count_params(cfg)
+    assert embed.params + sum(c.params for c in layers) + head.params == p.total
+    assert sum(c.flops for c in layers) + head.flops == pytest.approx(matmul_flops_per_token(cfg, T) * T, rel=1e-12)
+    dense, moe = layers[0], layers[1]  # first_k_dense_replace = 1
+    # 64 experts held, but 6 routed + 2 shared of width 1408 run: about the dense layer's 10,944
+    assert moe.params > 6 * dense.params and moe.flops == pytest.approx(dense.flops, rel=0.05)
+    by_params, by_flops = partition(cfg, 4, by="params"), partition(cfg, 4, by="flops")
+    assert by_params != by_flops  # the dense first layer is cheap to hold, as dear as the others to run
+
+
+def test_window_layers_cost_less_attention():
+    cfg = tiny_config(n_layers=2, max_seq_len=64).replace(sliding_window=8, layer_types=["sliding_attention",
+                                                                                        "full_attention"])
+    embed, layers, head = module_costs(cfg, 64)
+    assert layers[0].params == layers[1].params and layers[0].flops < layers[1].flops
+    assert sum(c.flops for c in layers) + head.flops == pytest.approx(matmul_flops_per_token(cfg, 64) * 64, rel=1e-12)

@@ -5,7 +5,7 @@ stage sets the pace of all of them, so a partition is only as good as its heavie
 stages we need the cost of every piece in the same units:
 
     embed_tokens            a lookup: no FLOPs, but vocab_size * d_model parameters (first stage)
-    layers.0 .. layers.L-1  identical decoder layers
+    layers.0 .. layers.L-1  decoder layers (alike, except an MoE's first dense layers and sliding windows)
     norm + lm_head (+ loss) 2 * d_model * vocab_size FLOPs per token (last stage)
 
 For DeepSeek LLM 67B the lm_head does 1.68 GFLOP per token against 1.38 GFLOP (+ attention) for a decoder
@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..accounting import attention_params_per_layer, ffn_params_per_layer
+from ..accounting import _mean_keys_seen, attention_params_per_layer, ffn_params_per_layer, moe_params_per_layer
 from ..config import ModelConfig
 
 COST_KINDS = ("flops", "params", "activation_bytes")
@@ -59,22 +59,39 @@ def _check_seq_len(config: ModelConfig, seq_len: int | None) -> int:
     return seq_len
 
 
-def layer_cost(config: ModelConfig, seq_len: int | None = None) -> Cost:
-    """One decoder layer (all layers are identical), for one sequence of seq_len tokens (default max_seq_len)."""
+def layer_cost(config: ModelConfig, seq_len: int | None = None, layer_idx: int | None = None) -> Cost:
+    """Decoder layer `layer_idx` (default: the last, the model's typical layer) for one sequence of seq_len
+    tokens (default max_seq_len). Dense layers are all alike; in an MoE the layers past first_dense_layers
+    hold every expert (params) but a token runs only the router, the shared and k routed experts (flops), so
+    a pipeline balanced by params and one balanced by flops cut an MoE differently. A sliding-window layer
+    sees at most W keys."""
     T = _check_seq_len(config, seq_len)
-    d, f, h, hd = config.d_model, config.d_ff, config.n_heads, config.head_dim
+    i = config.n_layers - 1 if layer_idx is None else layer_idx
+    if not 0 <= i < config.n_layers:
+        raise ValueError(f"layer_idx {layer_idx} is outside the model's layers 0..{config.n_layers - 1}")
+    d, h, hd = config.d_model, config.n_heads, config.head_dim
     kv = config.n_kv_heads * hd
-    weights = attention_params_per_layer(config) + ffn_params_per_layer(config)
-    # Causal attention: token i sees i + 1 keys; q.k and weights.v are 2 FLOPs each per (head, channel, key).
-    attention_flops = 4 * h * hd * (T * (T + 1) // 2)
+    attention = attention_params_per_layer(config)
+    if config.is_moe_layer(i):
+        held, active = moe_params_per_layer(config)
+        k, f = config.n_experts_per_token, config.moe_d_ff
+        # SwiGLU intermediates of the shared experts and of the k routed experts per token, each token's copy
+        # going into and coming out of its k experts, and the router's float32 probabilities
+        ffn_saved, extra_bytes = 4 * f * (config.n_shared_experts + k) + 2 * k * d, 4 * config.n_routed_experts
+    else:
+        held = active = ffn_params_per_layer(config)
+        ffn_saved, extra_bytes = 4 * config.d_ff, 0  # gate and up projections, SiLU(gate) and their product
+    # Causal attention: query i sees min(i + 1, W) keys; q.k and weights.v are 2 FLOPs each per (head, channel,
+    # key). Written as T x the mean keys seen, which accounting.matmul_flops_per_token uses too.
+    attention_flops = round(4 * h * hd * T * _mean_keys_seen(T, config.layer_window(i), True))
     # Tensors saved for backward, per token (elements): the layer input x and its RMSNorm output (d + d),
-    # q, k, v after RoPE (d + 2 kv), the attention output (d), h and its RMSNorm output (d + d),
-    # gate and up projections, SiLU(gate) and their product (4 f); plus attention's float32 log-sum-exp.
-    saved = 6 * d + 2 * kv + 4 * f
+    # q, k, v after RoPE (d + 2 kv), the attention output (d), h and its RMSNorm output (d + d), the FFN's;
+    # plus attention's float32 log-sum-exp.
+    saved = 6 * d + 2 * kv + ffn_saved
     return Cost(
-        params=weights + 2 * d,  # + two RMSNorm gains
-        flops=2 * weights * T + attention_flops,
-        activation_bytes=T * (saved * BF16_BYTES + 4 * h),
+        params=attention + held + 2 * d,  # + two RMSNorm gains
+        flops=2 * (attention + active) * T + attention_flops,
+        activation_bytes=T * (saved * BF16_BYTES + 4 * h + extra_bytes),
     )
 
 
@@ -96,8 +113,8 @@ def head_cost(config: ModelConfig, seq_len: int | None = None, loss: bool = True
 
 def module_costs(config: ModelConfig, seq_len: int | None = None, loss: bool = True) -> tuple[Cost, list[Cost], Cost]:
     """(embedding, [each decoder layer], head): everything a partition has to place."""
-    layer = layer_cost(config, seq_len)
-    return embedding_cost(config, seq_len), [layer] * config.n_layers, head_cost(config, seq_len, loss)
+    layers = [layer_cost(config, seq_len, i) for i in range(config.n_layers)]
+    return embedding_cost(config, seq_len), layers, head_cost(config, seq_len, loss)
 
 
 def in_layer_units(config: ModelConfig, cost: Cost, by: str = "flops", seq_len: int | None = None) -> float:
