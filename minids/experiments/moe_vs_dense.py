@@ -380,7 +380,8 @@ def summarize(doc: dict) -> dict:
         if not runs:
             continue
         loss = mean_std([r["final"]["val_loss"] for r in runs])
-        out[variant] = {"seeds": len(runs), "val_loss": loss[0], "val_loss_std": loss[1],
+        # the spread of one seed is unknown, not 0
+        out[variant] = {"seeds": len(runs), "val_loss": loss[0], "val_loss_std": loss[1] if len(runs) > 1 else None,
                         "val_bpb": mean_std([r["final"]["val_bpb"] for r in runs])[0],
                         "params_total": runs[0]["params_total"], "params_active": runs[0]["params_active"],
                         "n_layers": runs[0]["n_layers"], "tokens_per_s": mean_std([r["tokens_per_s"] for r in runs])[0]}
@@ -426,7 +427,8 @@ def main(argv=None) -> dict:
     doc = run(setting, parts, device, results, args.deadline_s, started, name=args.setting,
               log=lambda line: print(line, flush=True), workers=args.workers)
     for variant, s in summarize(doc).items():
-        print(f"{variant:11s} {s['seeds']} seeds  val {s['val_loss']:.4f} +- {s['val_loss_std']:.4f} nats/token  "
+        spread = "n/a" if s["val_loss_std"] is None else f"{s['val_loss_std']:.4f}"
+        print(f"{variant:11s} {s['seeds']} seeds  val {s['val_loss']:.4f} +- {spread} nats/token  "
               f"{s['n_layers']} layers  total {s['params_total'] / 1e6:.1f}M  active {s['params_active'] / 1e6:.1f}M  "
               f"{s['tokens_per_s'] / 1e3:.0f}k tok/s")
     print(f"wrote {results} ({time.perf_counter() - started:.0f} s)")
