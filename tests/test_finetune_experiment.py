@@ -144,3 +144,29 @@ def test_upstream_loss_is_compared_lower_is_better():
         b["val_loss"] = 2.5 + 0.01 * b["seed"] if b["n_layers"] == 8 else 2.7 + 0.01 * b["seed"]
     up = ft.verdict(results)["upstream"]
     assert up["better"] == "deep" and up["effect"] == pytest.approx(-0.2)
+
+
+def test_fewer_than_three_seeds_decide_nothing_even_with_the_gate_passed():
+    v = ft.verdict(made_up(good(deep_bonus=0.1), seeds=(0, 1)))
+    assert v["gate"]["passed"] and v["verdict"] == "not decided"
+    assert f"{ft.MIN_SEEDS} needed" in v["reason"] and len(v["cells"]) == 6  # the cells are still computed
+
+
+def test_merge_refuses_a_file_made_with_another_setting(tmp_path):
+    out = tmp_path / "finetune_cpu.json"
+    tiny = ft.replace(ft.SETTINGS["tiny"], tasks=("hop_k",))
+    ft.run_experiment(ft.replace(tiny, deadline_s=0.0), "cpu", str(out), log=lambda s: None)
+    with pytest.raises(ValueError, match=r"ft_steps: 4 -> 5"):
+        ft.run_experiment(ft.replace(tiny, ft_steps=5, deadline_s=0.0), "cpu", str(out), merge=True,
+                          log=lambda s: None)
+    # how a run is split (seeds, workers, deadline) may differ: that is what --merge is for
+    saved = json.loads(out.read_text())["meta"]["setting"]
+    assert ft.setting_differences(saved, ft.replace(tiny, seeds=(1, 2), workers=3, deadline_s=9.0)) == []
+
+
+def test_the_committed_h200_file_was_made_with_todays_cuda_setting():
+    from minids.paths import project_path
+
+    with open(project_path("data", "results", "finetune_cuda.json")) as f:
+        saved = json.load(f)
+    assert ft.setting_differences(saved["meta"]["setting"], ft.SETTINGS["cuda"]) == []

@@ -1,6 +1,7 @@
 """Fine-tuning deep vs wide: does spending parameters on depth rather than FFN width help transfer?
 
-    python -m minids.experiments.finetune --device cuda --out data/results   # one H200, < 10 min (deadline 570 s)
+    python -m minids.experiments.finetune --device cuda --out data/results --seeds 0           # one H200, ~270 s
+    python -m minids.experiments.finetune --device cuda --out data/results --seeds 1 2 --merge # then, < 570 s
     python -m minids.experiments.finetune --setting tiny                                        # seconds on a CPU
 
 The seed's question, measured on models minids pre-trains itself. Two DeepSeek-shaped models with ONE
@@ -9,8 +10,8 @@ at d_model 256 the shallow-wide L2 has d_ff 3,520 and the deep-narrow L8 d_ff 68
 parameters each, 9.9M with the 8,064-token embedding and lm_head). For each shape and seed:
 
     pre-train   on the project's Python corpus (data/pretrain, cut by data/tokenizer, documents joined by
-                eos, random windows of 512 tokens, as minids.experiments.miniature reads it), 40M tokens
-                (2.5 passes over the 16.3M-token train split) with the project's recipe (train.py: AdamW 0.9 /
+                eos, random windows of 512 tokens, as minids.experiments.miniature reads it), 80M tokens
+                (4.9 passes over the 16.3M-token train split) with the project's recipe (train.py: AdamW 0.9 /
                 0.95, wd 0.1, clip 1.0, warm-up then the multi-step schedule, bf16 autocast on CUDA). One peak
                 learning rate and batch for the whole family, Eq. 1 of the paper at C = M D with M counted
                 from the real weights (`scaling.training_recipe(scale="real")`): Eq. 2's M counts only
@@ -47,7 +48,8 @@ Decided before any result existed, and computed from the file by `verdict()`:
     cells     for each task and pre-trained method (6 cells) and for the transfer gain per task (pre-trained
               "full" minus scratch, paired by seed): effect = mean(deep) - mean(wide) over seeds; resolved
               when |effect| >= max(2 x the larger seed std, 0.02) and the seeds do not overlap (every seed
-              of the better shape above every seed of the other); otherwise unresolved
+              of the better shape above every seed of the other); otherwise unresolved; no verdict ("not
+              decided") until every cell has 3 seeds per shape, since one seed has no spread to measure against
     verdict   "deep-narrow transfers better" when >= 4 of the 6 method cells resolve for deep and none for
               wide; "shallow-wide transfers better" the same the other way; "no shape effect resolved" when
               none of the 6 resolves; "partly deep-narrow" / "partly shallow-wide" when 1 to 3 resolve, all
@@ -76,6 +78,7 @@ from __future__ import annotations
 import argparse
 import concurrent.futures as cf
 import datetime
+import json
 import math
 import multiprocessing
 import os
@@ -110,6 +113,7 @@ GATE_TRANSFER = 0.05  # names: pre-trained "full" minus scratch, per shape
 GATE_ABOVE_CHANCE = {"hop_k": 0.10, "names": 0.05}
 EFFECT_SIGMAS, EFFECT_FLOOR = 2.0, 0.02  # a cell resolves at |effect| >= max(2 x seed std, 0.02), seeds apart
 MAJORITY = 4  # of the 6 method cells
+MIN_SEEDS = 3  # a verdict needs the seed spread of 3 seeds per shape in every cell; fewer: "not decided"
 
 
 @dataclass(frozen=True)
@@ -157,17 +161,22 @@ class FinetuneSetting:
 
 
 SETTINGS: dict[str, FinetuneSetting] = {
-    # One H200, < 8 minutes with 12 runs side by side: 6 pre-trainings of 40M tokens, 48 fine-tunes of 300
+    # One H200, 12 runs side by side. At first < 8 minutes: 6 pre-trainings of 40M tokens, 48 fine-tunes of 300
     # steps x 16K tokens (hop_k: 256 sequences of 64; names: 64 examples of 256).
     # The first run (300 names steps, full fine-tuning at 0.1 x the peak) failed the gate on names: exact match
     # 0.043 (L2) and 0.051 (L8), curves still rising. The training, not the gate, changed: names trains for 800
     # steps (2.6 passes over its 20,000 functions) and full fine-tuning runs at 0.3 x the pre-training peak.
     # That second run failed by one function (L2 names 0.0693 < 0.0695), its curves flat after 1.7 passes:
     # names now learns from 50,000 of the 52,102 training-split functions (one pass in 800 steps; chance
-    # unchanged, 'forward' 0.0195), so it sees more names instead of the same names again.
+    # unchanged, 'forward' 0.0195), so it sees more names instead of the same names again. That third run
+    # failed the same way (L2 0.069; L8 0.082): the names data was not what held L2 back. A pilot on L2 alone
+    # (seeds 0 and 2, names full only) pointed at the bases: pre-trained on 80M tokens instead of 40M (Eq. 1's
+    # recipe at 80M: batch 72 x 512, 2,170 steps) they reach 2.15 nats/token (was 2.48) and names 0.078 and
+    # 0.103 (were 0.074 and 0.062). So the bases now see 80M tokens (4.9 passes over the train split); that
+    # no longer fits one 10-minute call, so it runs as --seeds 0, then --seeds 1 2 --merge.
     "cuda": FinetuneSetting(d_model=256, head_dim=32, kv_ratio=2, reference_layers=8, reference_d_ff=688,
-                            layers=(2, 8), names_ft_steps=800, full_lr_scale=0.3, names_train=50_000, workers=12,
-                            deadline_s=570.0),
+                            layers=(2, 8), pretrain_tokens=8e7, names_ft_steps=800, full_lr_scale=0.3,
+                            names_train=50_000, workers=12, deadline_s=570.0),
     # The same code at CPU size: a long coffee on two cores.
     "cpu": FinetuneSetting(d_model=64, head_dim=16, kv_ratio=2, reference_layers=4, reference_d_ff=176,
                            layers=(1, 4), seeds=(0, 1), seq_len=128, pretrain_tokens=2e6, val_windows=32,
@@ -581,6 +590,12 @@ def verdict(results: dict) -> dict:
     if not out["gate"]["passed"]:
         out.update(verdict="invalid", reason="gate failed: " + "; ".join(failures))
         return out
+    # one seed has no spread, so every gap would "resolve": no verdict until each cell has MIN_SEEDS seeds
+    seeds_per_cell = [len(values(t, m, "pretrained", L)) for t in tasks for m in METHODS for L in (wide, deep)]
+    if min(seeds_per_cell, default=0) < MIN_SEEDS:
+        out.update(verdict="not decided", reason=f"{min(seeds_per_cell, default=0)} seed(s) in the thinnest cell, "
+                                                 f"{MIN_SEEDS} needed; the gate and the cells are provisional")
+        return out
     n_cells = len(TASKS) * len(METHODS)
     if len(cells) < n_cells:
         out.update(verdict="not decided", reason=f"{len(cells)} of the {n_cells} method cells have both shapes")
@@ -605,6 +620,16 @@ def verdict(results: dict) -> dict:
 
 
 # ---- the whole experiment -------------------------------------------------------------------------------
+MERGE_MAY_DIFFER = ("seeds", "workers", "deadline_s")  # how a run is split, not how its models are made
+
+
+def setting_differences(saved: dict, setting: FinetuneSetting) -> list[str]:
+    """The fields of a file's setting (JSON: tuples as lists) that differ from `setting`, as "name: a -> b"."""
+    now = json.loads(json.dumps(asdict(setting)))
+    return [f"{k}: {saved.get(k)!r} -> {now[k]!r}" for k in now
+            if k not in MERGE_MAY_DIFFER and saved.get(k) != now[k]]
+
+
 def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None = None, merge: bool = False,
                    log=print, meta: dict | None = None, started: float | None = None) -> dict:
     """Pre-train every (shape, seed), fine-tune each on every task and method, and the scratch controls;
@@ -619,10 +644,13 @@ def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None 
     rec = recipe(setting)
     previous = {}
     if merge and out_path and os.path.isfile(out_path):
-        import json
-
         with open(out_path, encoding="utf-8") as f:
             previous = json.load(f)
+        # records of other seeds join this run's only if they were made the same way
+        differs = setting_differences(previous.get("meta", {}).get("setting", {}), setting)
+        if differs:
+            raise ValueError(f"--merge: {out_path} was made with another setting ({'; '.join(differs)}); only "
+                             f"{', '.join(MERGE_MAY_DIFFER)} may differ between merged runs")
     planned = {(L, s) for L in setting.layers for s in setting.seeds}
     keep = lambda r: (r["n_layers"], r["seed"]) not in planned  # noqa: E731
     results = {
