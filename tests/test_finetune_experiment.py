@@ -170,3 +170,17 @@ def test_the_committed_h200_file_was_made_with_todays_cuda_setting():
     with open(project_path("data", "results", "finetune_cuda.json")) as f:
         saved = json.load(f)
     assert ft.setting_differences(saved["meta"]["setting"], ft.SETTINGS["cuda"]) == []
+
+
+def test_merge_adds_the_seeds_of_a_second_run_to_the_first(tmp_path):
+    out = str(tmp_path / "finetune_cpu.json")
+    tiny = ft.replace(ft.SETTINGS["tiny"], tasks=("hop_k",), seeds=(0,))
+    ft.run_experiment(tiny, "cpu", out, log=lambda s: None)
+    first = json.loads((tmp_path / "finetune_cpu.json").read_text())
+    ft.run_experiment(ft.replace(tiny, seeds=(1,)), "cpu", out, merge=True, log=lambda s: None)
+    merged = json.loads((tmp_path / "finetune_cpu.json").read_text())
+    per_seed = len(first["runs"])
+    assert sorted({r["seed"] for r in merged["runs"]}) == [0, 1] and len(merged["runs"]) == 2 * per_seed
+    assert [r for r in merged["runs"] if r["seed"] == 0] == first["runs"]  # kept as they were
+    assert sorted((b["n_layers"], b["seed"]) for b in merged["pretrain"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
+    assert merged["meta"]["previous_meta"]["setting"]["seeds"] == [0]
