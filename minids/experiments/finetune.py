@@ -805,6 +805,12 @@ def main(argv=None) -> None:
         parser.error(f"--layers needs at least two different positive depths, got {args.layers}")
     setting = replace(setting, **changes)
     out_path = os.path.join(args.out, f"finetune_{device.type}.json")
+    if args.merge and os.path.isfile(out_path):  # refuse before any work (run_experiment checks it again)
+        with open(out_path, encoding="utf-8") as f:
+            differs = setting_differences(json.load(f).get("meta", {}).get("setting", {}), setting)
+        if differs:
+            parser.error(f"--merge: {out_path} was made with another setting ({'; '.join(differs)}); only "
+                         f"{', '.join(MERGE_MAY_DIFFER)} may differ between merged runs")
     command = " ".join(["python -m minids.experiments.finetune"] + [shlex.quote(a) for a in sys.argv[1:]])
     run_experiment(setting, device, out_path, merge=args.merge, log=lambda s: print(s, flush=True),
                    meta={"command": command}, started=started)
