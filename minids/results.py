@@ -3,7 +3,8 @@
 Every experiment and benchmark writes through `write_json_atomic`, so an interrupted run leaves either the
 old file or the new one, never half of one; and times through `median_time`, so one slow repeat (another
 process, a page fault) does not move the number. Folders of several files (a checkpoint, an adapter) are
-written the same way, through `atomic_folder`.
+written the same way, through `atomic_folder`. Chapters read a committed file through `read_results`, which
+says which command makes it where it is not there yet.
 """
 
 from __future__ import annotations
@@ -18,6 +19,8 @@ import time
 from typing import Any, Callable
 
 import torch
+
+from .paths import PROJECT_ROOT
 
 
 def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
@@ -36,6 +39,17 @@ def write_json_atomic(path: str | os.PathLike, obj: Any) -> None:
         if os.path.exists(tmp):
             os.remove(tmp)
         raise
+
+
+def read_results(path: str | os.PathLike, command: str) -> Any:
+    """A committed results file's JSON, or None after one printed line that names the file and the command
+    that makes it: chapters read expensive results this way and still run, saying what is missing."""
+    path = os.fspath(path)
+    if not os.path.exists(path):
+        print(f"not measured yet: {os.path.relpath(path, PROJECT_ROOT)}\n    (command: {command})")
+        return None
+    with open(path, encoding="utf-8") as f:
+        return json.load(f)
 
 
 @contextlib.contextmanager

@@ -2,7 +2,8 @@ import json
 
 import pytest
 
-from minids.results import atomic_folder, median_time, write_json_atomic
+from minids.paths import PROJECT_ROOT
+from minids.results import atomic_folder, median_time, read_results, write_json_atomic
 
 
 def test_write_json_atomic_replaces_or_keeps_the_old_file(tmp_path):
@@ -61,3 +62,11 @@ def test_say_wraps_long_lines_only(capsys):
     assert lines[0] == "short line kept"
     assert len(lines) >= 3 and all(len(line) <= 100 for line in lines[1:]) and lines[2].startswith("    word")
     assert " ".join(line.strip() for line in lines[1:]) == ("word " * 40 + "end")
+
+
+def test_read_results_returns_the_json_or_says_what_is_missing(capsys):
+    there = PROJECT_ROOT / "data" / "results" / "finetune_cuda.json"
+    assert read_results(there, "any")["meta"]["setting"]["layers"] == [2, 8]
+    assert read_results(PROJECT_ROOT / "data" / "results" / "nothing.json", "python make_it.py") is None
+    assert capsys.readouterr().out == ("not measured yet: data/results/nothing.json\n"
+                                       "    (command: python make_it.py)\n")

@@ -630,6 +630,14 @@ def setting_differences(saved: dict, setting: FinetuneSetting) -> list[str]:
             if k not in MERGE_MAY_DIFFER and saved.get(k) != now[k]]
 
 
+def merge_refusal(path: str, previous: dict, setting: FinetuneSetting) -> str | None:
+    """Why the file at `path` (its JSON: `previous`) cannot take this run's seeds, or None when it can: records
+    of other seeds join this run's only if they were made the same way."""
+    differs = setting_differences(previous.get("meta", {}).get("setting", {}), setting)
+    return (f"--merge: {path} was made with another setting ({'; '.join(differs)}); only "
+            f"{', '.join(MERGE_MAY_DIFFER)} may differ between merged runs") if differs else None
+
+
 def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None = None, merge: bool = False,
                    log=print, meta: dict | None = None, started: float | None = None) -> dict:
     """Pre-train every (shape, seed), fine-tune each on every task and method, and the scratch controls;
@@ -646,11 +654,9 @@ def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None 
     if merge and out_path and os.path.isfile(out_path):
         with open(out_path, encoding="utf-8") as f:
             previous = json.load(f)
-        # records of other seeds join this run's only if they were made the same way
-        differs = setting_differences(previous.get("meta", {}).get("setting", {}), setting)
-        if differs:
-            raise ValueError(f"--merge: {out_path} was made with another setting ({'; '.join(differs)}); only "
-                             f"{', '.join(MERGE_MAY_DIFFER)} may differ between merged runs")
+        refusal = merge_refusal(out_path, previous, setting)
+        if refusal:
+            raise ValueError(refusal)
     planned = {(L, s) for L in setting.layers for s in setting.seeds}
     keep = lambda r: (r["n_layers"], r["seed"]) not in planned  # noqa: E731
     results = {
@@ -807,10 +813,9 @@ def main(argv=None) -> None:
     out_path = os.path.join(args.out, f"finetune_{device.type}.json")
     if args.merge and os.path.isfile(out_path):  # refuse before any work (run_experiment checks it again)
         with open(out_path, encoding="utf-8") as f:
-            differs = setting_differences(json.load(f).get("meta", {}).get("setting", {}), setting)
-        if differs:
-            parser.error(f"--merge: {out_path} was made with another setting ({'; '.join(differs)}); only "
-                         f"{', '.join(MERGE_MAY_DIFFER)} may differ between merged runs")
+            refusal = merge_refusal(out_path, json.load(f), setting)
+        if refusal:
+            parser.error(refusal)
     command = " ".join(["python -m minids.experiments.finetune"] + [shlex.quote(a) for a in sys.argv[1:]])
     run_experiment(setting, device, out_path, merge=args.merge, log=lambda s: print(s, flush=True),
                    meta={"command": command}, started=started)
