@@ -184,3 +184,4 @@ def test_merge_adds_the_seeds_of_a_second_run_to_the_first(tmp_path):
     assert [r for r in merged["runs"] if r["seed"] == 0] == first["runs"]  # kept as they were
     assert sorted((b["n_layers"], b["seed"]) for b in merged["pretrain"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert merged["meta"]["previous_meta"]["setting"]["seeds"] == [0]
+    assert merged["meta"]["setting"]["seeds"] == [1] and merged["meta"]["seeds_in_file"] == [0, 1]

@@ -668,6 +668,9 @@ def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None 
                  "pretrain_recipe": rec,
                  "learning_rates": {f"{m} {i}": learning_rate(setting, m, i)
                                     for m in METHODS for i in ("pretrained", "scratch") if i == "pretrained" or m == "full"},
+                 # meta.setting.seeds are this command's; a merged file holds these too
+                 "seeds_in_file": sorted({r["seed"] for r in previous.get("pretrain", []) if keep(r)}
+                                         | set(setting.seeds)),
                  "previous_meta": previous.get("meta"), **(meta or {})},
         "pretrain": [r for r in previous.get("pretrain", []) if keep(r)],
         "runs": [r for r in previous.get("runs", []) if keep(r)],
