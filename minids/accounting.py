@@ -142,14 +142,14 @@ def matmul_flops_per_token(config: ModelConfig, seq_len: int, causal: bool = Tru
     """
     p = count_params(config)
     weights = p.attention + p.active_ffn + p.lm_head
-    keys_seen = sum(_mean_keys_seen(seq_len, config.layer_window(i) if causal else None, causal)
+    keys_seen = sum(mean_keys_seen(seq_len, config.layer_window(i) if causal else None, causal)
                     for i in range(config.n_layers))
     attention = 4 * config.n_heads * config.head_dim * keys_seen
     forward = 2 * weights + attention
     return 3 * forward if training else forward
 
 
-def _mean_keys_seen(seq_len: int, window: int | None, causal: bool) -> float:
+def mean_keys_seen(seq_len: int, window: int | None, causal: bool) -> float:
     """Keys a query attends to, averaged over the seq_len positions of one layer."""
     if not causal:
         return float(seq_len)

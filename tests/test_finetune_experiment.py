@@ -185,3 +185,12 @@ def test_merge_adds_the_seeds_of_a_second_run_to_the_first(tmp_path):
     assert sorted((b["n_layers"], b["seed"]) for b in merged["pretrain"]) == [(1, 0), (1, 1), (2, 0), (2, 1)]
     assert merged["meta"]["previous_meta"]["setting"]["seeds"] == [0]
     assert merged["meta"]["setting"]["seeds"] == [1] and merged["meta"]["seeds_in_file"] == [0, 1]
+
+
+def test_cell_runs_are_one_cells_records_in_seed_order_as_the_verdict_reads_them():
+    results = made_up(good(deep_bonus=0.1), seeds=(2, 0, 1))
+    results["runs"].reverse()  # the file's order is the order runs finished in
+    rs = ft.cell_runs(results["runs"], "hop_k", "lora-all", "pretrained", 8)
+    assert [r["seed"] for r in rs] == [0, 1, 2]
+    assert all((r["task"], r["method"], r["init"], r["n_layers"]) == ("hop_k", "lora-all", "pretrained", 8) for r in rs)
+    assert [r["value"] for r in rs] == ft.verdict(results)["cells"]["hop_k lora-all"]["deep"]["values"]

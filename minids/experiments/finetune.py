@@ -479,6 +479,12 @@ def compare(deep: list[float], wide: list[float], higher_is_better: bool = True)
     return {"deep": d, "wide": w, "effect": effect, "threshold": threshold, "better": better}
 
 
+def cell_runs(runs: list[dict], task: str, method: str, init: str, n_layers: int) -> list[dict]:
+    """The run records of one (task, method, init, shape), in seed order: what a cell reads."""
+    key = (task, method, init, n_layers)
+    return sorted((r for r in runs if (r["task"], r["method"], r["init"], r["n_layers"]) == key), key=lambda r: r["seed"])
+
+
 def _pearson(x: list[float], y: list[float]) -> float | None:
     if len(x) < 3:
         return None
@@ -508,9 +514,7 @@ def verdict(results: dict) -> dict:
     details = results.get("details", [])
 
     def values(task, method, init, n_layers):
-        rs = sorted((r for r in runs if (r["task"], r["method"], r["init"], r["n_layers"]) ==
-                     (task, method, init, n_layers)), key=lambda r: r["seed"])
-        return {r["seed"]: r["value"] for r in rs}
+        return {r["seed"]: r["value"] for r in cell_runs(runs, task, method, init, n_layers)}
 
     tasks = sorted({r["task"] for r in runs})
     chance = {"hop_k": meta.get("hop_k", {}).get("chance"), "names": meta.get("names", {}).get("chance")}

@@ -26,7 +26,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ..accounting import _mean_keys_seen, attention_params_per_layer, ffn_params_per_layer, moe_params_per_layer
+from ..accounting import attention_params_per_layer, ffn_params_per_layer, mean_keys_seen, moe_params_per_layer
 from ..config import ModelConfig
 
 COST_KINDS = ("flops", "params", "activation_bytes")
@@ -83,7 +83,7 @@ def layer_cost(config: ModelConfig, seq_len: int | None = None, layer_idx: int |
         ffn_saved, extra_bytes = 4 * config.d_ff, 0  # gate and up projections, SiLU(gate) and their product
     # Causal attention: query i sees min(i + 1, W) keys; q.k and weights.v are 2 FLOPs each per (head, channel,
     # key). Written as T x the mean keys seen, which accounting.matmul_flops_per_token uses too.
-    attention_flops = round(4 * h * hd * T * _mean_keys_seen(T, config.layer_window(i), True))
+    attention_flops = round(4 * h * hd * T * mean_keys_seen(T, config.layer_window(i), True))
     # Tensors saved for backward, per token (elements): the layer input x and its RMSNorm output (d + d),
     # q, k, v after RoPE (d + 2 kv), the attention output (d), h and its RMSNorm output (d + d), the FFN's;
     # plus attention's float32 log-sum-exp.
