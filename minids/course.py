@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import platform
 import re
 import time
@@ -116,19 +117,26 @@ def all_notebooks() -> list[Path]:
     return out
 
 
-def map_table(stops: list[Stop] | None = None) -> str:
-    """The course as a Markdown table: main path, minutes to read, seconds to run, labs and solutions beside it."""
+def map_table(stops: list[Stop] | None = None, links_from: Path | None = None) -> str:
+    """The course as a Markdown table: main path, minutes to read, seconds to run, labs and solutions beside it.
+
+    Links are relative to `links_from` (default: the repository root, as in the README; chapter 00 passes
+    NOTEBOOKS, the folder it lives in)."""
     stops = course_map() if stops is None else stops
+    start = PROJECT_ROOT if links_from is None else Path(links_from)
+
+    def link(nb: Notebook) -> str:
+        return Path(os.path.relpath(nb.path, start)).as_posix()
 
     def secs(nb: Notebook) -> str:
         return "—" if nb.run_seconds is None else f"{nb.run_seconds:.0f} s"
 
     rows = ["| step | chapter | read | run (CPU) | side trips |", "|---|---|---|---|---|"]
     for stop in stops:
-        side = [f"lab: [{lab.title}]({lab.rel}) ({lab.read_minutes} min, {secs(lab)})" for lab in stop.labs]
+        side = [f"lab: [{lab.title}]({link(lab)}) ({lab.read_minutes} min, {secs(lab)})" for lab in stop.labs]
         if stop.solutions:
-            side.append(f"[solutions]({stop.solutions.rel})")
-        rows.append(f"| {stop.number} | [{stop.chapter.title}]({stop.chapter.rel}) | {stop.chapter.read_minutes} min "
+            side.append(f"[solutions]({link(stop.solutions)})")
+        rows.append(f"| {stop.number} | [{stop.chapter.title}]({link(stop.chapter)}) | {stop.chapter.read_minutes} min "
                     f"| {secs(stop.chapter)} | {'; '.join(side) or '—'} |")
     return "\n".join(rows)
 

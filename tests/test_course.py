@@ -72,5 +72,7 @@ def test_map_finds_labs_and_solutions_and_applies_the_reading_rule(tmp_path, mon
     assert "| 01 | [RMSNorm](notebooks/01_norm.ipynb) | 6 min | 12 s |" in table
     assert "lab: [Lab: placement](notebooks/labs/01_norm_lab.ipynb)" in table
     assert "| 02 | [RoPE](notebooks/02_rope.ipynb) | 1 min | — | — |" in table
+    from_notebooks = course.map_table(stops, links_from=tmp_path / "notebooks")
+    assert "[RMSNorm](01_norm.ipynb)" in from_notebooks and "(labs/01_norm_lab.ipynb)" in from_notebooks
     assert [p.name for p in course.all_notebooks()] == ["01_norm.ipynb", "01_norm_lab.ipynb",
                                                          "01_norm_solutions.ipynb", "02_rope.ipynb"]

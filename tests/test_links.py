@@ -27,7 +27,9 @@ def _text(page: Path) -> str:
     if page.suffix != ".ipynb":
         return page.read_text(encoding="utf-8")
     cells = json.loads(page.read_text(encoding="utf-8"))["cells"]
-    return "\n".join("".join(c["source"]) for c in cells)
+    rendered = ["".join(o["data"]["text/markdown"]) for c in cells for o in c.get("outputs", [])
+                if "text/markdown" in o.get("data", {})]  # tables a cell displays (chapter 00's map) hold links too
+    return "\n".join(["".join(c["source"]) for c in cells] + rendered)
 
 
 def _anchors(target: Path) -> set[str]:
