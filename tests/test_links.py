@@ -42,8 +42,13 @@ def _anchors(target: Path) -> set[str]:
     return ids
 
 
+def _prose(text: str) -> str:
+    """Text without code: fenced blocks and inline code spans hold Python (`x[i](y)`), not links."""
+    return re.sub(r"`[^`\n]*`", "", re.sub(r"```.*?```", "", text, flags=re.S))
+
+
 def _links(page: Path):
-    for match in LINK.finditer(_text(page)):
+    for match in LINK.finditer(_prose(_text(page))):
         link = match.group(1) or match.group(2)
         if re.match(r"^[a-z]+:", link) or link.startswith("#") and page.suffix == ".ipynb":
             continue  # a web address, or a jump inside the same notebook (JupyterLab's own headings)
