@@ -12,6 +12,7 @@ and its solutions `notebooks/solutions/NN_name_solutions.ipynb`. The minutes to 
 (READ_RULE); the seconds to run are measured by
 
     python -m minids.course --time        # runs every notebook once, writes data/results/notebook_seconds.json
+    python -m minids.course --readme      # writes the map into README.md between its course-map markers
 """
 
 from __future__ import annotations
@@ -30,6 +31,8 @@ from .results import write_json_atomic
 
 NOTEBOOKS = PROJECT_ROOT / "notebooks"
 SECONDS_FILE = PROJECT_ROOT / "data" / "results" / "notebook_seconds.json"
+README = PROJECT_ROOT / "README.md"
+MAP_START, MAP_END = "<!-- course-map: made by python -m minids.course --readme -->", "<!-- /course-map -->"
 # A reader's pace through technical prose with code to run: 150 words of markdown or 15 lines of code a minute.
 WORDS_PER_MINUTE, CODE_LINES_PER_MINUTE = 150, 15
 READ_RULE = f"{WORDS_PER_MINUTE} words of text or {CODE_LINES_PER_MINUTE} lines of code a minute"
@@ -157,9 +160,29 @@ def time_notebooks(paths: list[Path], timeout: int = 600) -> dict[str, float]:
     return seconds
 
 
+def readme_map(text: str) -> str:
+    """The map block of a README's text (between MAP_START and MAP_END), or a clear error if it has none."""
+    if MAP_START not in text or MAP_END not in text:
+        raise ValueError(f"README.md has no course map: it needs the lines {MAP_START!r} and {MAP_END!r}")
+    return text.split(MAP_START, 1)[1].split(MAP_END, 1)[0].strip("\n")
+
+
+def write_readme_map() -> None:
+    """Replace README.md's map block with map_table(), atomically."""
+    text = README.read_text(encoding="utf-8")
+    readme_map(text)  # the markers must be there
+    before, _, rest = text.partition(MAP_START)
+    after = rest.partition(MAP_END)[2]
+    new_text = f"{before}{MAP_START}\n{map_table()}\n{MAP_END}{after}"
+    tmp = README.with_suffix(".md.tmp")
+    tmp.write_text(new_text, encoding="utf-8")
+    os.replace(tmp, README)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minids.course", description=__doc__.split("\n\n")[0])
     parser.add_argument("--time", action="store_true", help=f"run every notebook once and write {SECONDS_FILE.name}")
+    parser.add_argument("--readme", action="store_true", help="write the map into README.md")
     args = parser.parse_args(argv)
     if args.time:
         import torch
@@ -170,6 +193,9 @@ def main(argv: list[str] | None = None) -> None:
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
             "date": time.strftime("%Y-%m-%d"), "seconds": seconds})
         print(f"wrote {SECONDS_FILE.relative_to(PROJECT_ROOT)}")
+    if args.readme:
+        write_readme_map()
+        print(f"wrote the map into {README.name}")
     print(map_table())
 
 

@@ -76,3 +76,9 @@ def test_map_finds_labs_and_solutions_and_applies_the_reading_rule(tmp_path, mon
     assert "[RMSNorm](01_norm.ipynb)" in from_notebooks and "(labs/01_norm_lab.ipynb)" in from_notebooks
     assert [p.name for p in course.all_notebooks()] == ["01_norm.ipynb", "01_norm_lab.ipynb",
                                                          "01_norm_solutions.ipynb", "02_rope.ipynb"]
+
+
+def test_readme_map_is_the_current_map():
+    text = course.README.read_text(encoding="utf-8")
+    assert course.readme_map(text) == course.map_table(), (
+        "README.md's course map is out of date: run `python -m minids.course --readme`")
