@@ -230,7 +230,7 @@ def check_generate_args(model, ids, max_new_tokens, temperature, top_k, top_p, g
         )
     if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0
             or not math.isfinite(temperature)):  # inf would divide every logit to 0: uniform sampling, silently
-        raise ValueError(f"generate: temperature must be a finite number >= 0 (0 = greedy), got {temperature!r}")
+        raise ValueError(f"generate: temperature must be a number >= 0, and finite (0 = greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"generate: top_k must be None or an int >= 1, got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):
