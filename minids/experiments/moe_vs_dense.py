@@ -64,6 +64,7 @@ import torch
 from ..config import ModelConfig
 from ..paths import PROJECT_ROOT
 from ..results import write_json_atomic
+from .cli import check_out, positive_float, positive_int, seed_list
 from .finetune import _Inline
 from .hop_depth import _Deadline
 
@@ -406,16 +407,14 @@ def main(argv=None) -> dict:
     p.add_argument("--parts", default="active,total,balance", help=f"comma-separated, of {', '.join(PARTS)}")
     p.add_argument("--device", default=None, help="default: cuda for the cuda setting, else cpu")
     p.add_argument("--results", default=None, help="default data/results/moe_vs_dense_<setting>.json")
-    p.add_argument("--deadline-s", type=float, default=560.0, help="start no run that would end after this")
-    p.add_argument("--steps", type=int, default=None, help="override the setting's steps per run")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the setting's)")
-    p.add_argument("--workers", type=int, default=1, help="runs side by side, each its own process (default 1)")
+    p.add_argument("--deadline-s", type=positive_float, default=560.0, help="start no run that would end after this")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the setting's steps per run")
+    p.add_argument("--seeds", type=seed_list, default=None, help="comma-separated seeds (default: the setting's)")
+    p.add_argument("--workers", type=positive_int, default=1, help="runs side by side, each its own process (default 1)")
     args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
     setting = SETTINGS[args.setting]
     if args.seeds:
-        setting = replace(setting, seeds=tuple(int(s) for s in args.seeds.split(",")))
+        setting = replace(setting, seeds=args.seeds)
     if args.steps:
         setting = replace(setting, steps=args.steps)
     parts = [s for s in args.parts.split(",") if s]
@@ -424,6 +423,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
     device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
     results = args.results or PROJECT_ROOT / "data" / "results" / f"moe_vs_dense_{args.setting}.json"
+    check_out(p, results)  # before any work: a bad --results never costs a run
     doc = run(setting, parts, device, results, args.deadline_s, started, name=args.setting,
               log=lambda line: print(line, flush=True), workers=args.workers)
     for variant, s in summarize(doc).items():
