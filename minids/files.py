@@ -40,7 +40,8 @@ def read_json(path: str | os.PathLike, expect: type | None = None, what: str = "
     try:
         value = json.loads(text)
     except json.JSONDecodeError as exc:
-        cut = " (the file ends there: it was cut short)" if exc.pos >= len(text.rstrip()) else ""
+        ends = exc.pos >= len(text.rstrip()) or exc.msg.startswith("Unterminated string")
+        cut = " (the file ends there: it was cut short)" if ends else ""
         raise DamagedFileError(f"{path} is not valid JSON at line {exc.lineno}, column {exc.colno}: {exc.msg}"
                                f"{cut}; write it again or fetch it again") from None
     if expect is not None and not isinstance(value, expect):

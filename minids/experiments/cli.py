@@ -33,19 +33,18 @@ positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positi
 def check_out(parser: argparse.ArgumentParser, path: str | os.PathLike, merge: bool = False) -> None:
     """parser.error (exit 2) if the results file at `path` could not or must not be written (results.py's
     check_json_target), or if --merge would read a file that is damaged."""
+    from ..files import read_json
     from ..results import check_json_target
 
-    try:
-        check_json_target(path)
-    except OSError as exc:
-        parser.error(str(exc))
     if merge and os.path.isfile(path):
-        from ..files import read_json
-
         try:
             read_json(path, what="results file")
         except ValueError as exc:
             parser.error(f"--merge: {exc}")
+    try:
+        check_json_target(path)
+    except OSError as exc:
+        parser.error(str(exc))
 
 
 def seed_list(text: str) -> tuple[int, ...]:
