@@ -28,6 +28,7 @@ def _number(kind, test, says: str):
 positive_int = _number(int, lambda v: v >= 1, "an int >= 1")
 nonnegative_int = _number(int, lambda v: v >= 0, "an int >= 0")
 positive_float = _number(float, lambda v: v > 0 and v != float("inf"), "a positive number")
+nonnegative_float = _number(float, lambda v: v >= 0 and v != float("inf"), "a number >= 0")  # deadlines: 0 = stop
 
 
 def check_out(parser: argparse.ArgumentParser, path: str | os.PathLike, merge: bool = False) -> None:

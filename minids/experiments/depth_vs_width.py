@@ -39,7 +39,7 @@ import torch
 from ..data import KHopTask, corpus_manifest, corpus_tokens, lm_batches, lm_eval_windows
 from ..shapes import Shape, budget_of, param_matched_family
 from ..results import median_time, write_json_atomic
-from .cli import check_out, positive_float, positive_int
+from .cli import check_out, nonnegative_float, positive_float, positive_int
 from ..train import TrainConfig, lm_loss, train
 
 TASKS = ("khop", "corpus")
@@ -405,7 +405,7 @@ def main(argv=None) -> None:
     parser.add_argument("--steps", type=positive_int, help="fixed steps per run (skips calibration)")
     parser.add_argument("--seeds", type=positive_int, help="number of seeds (default: the setting's)")
     parser.add_argument("--budget-s", type=positive_float, help="training seconds to fill (default: the setting's)")
-    parser.add_argument("--deadline-s", type=positive_float, help="hard stop in seconds (default: the setting's)")
+    parser.add_argument("--deadline-s", type=nonnegative_float, help="hard stop in seconds (default: the setting's)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test of the setting: 1 seed, 2 steps, tiny evaluation and latency sets")
     parser.add_argument("--threads", type=positive_int, default=1,

@@ -96,7 +96,7 @@ import torch
 from ..finetune import FINETUNE_LR_SCALE
 from ..files import read_json
 from ..results import write_json_atomic
-from .cli import check_out, nonnegative_int, positive_float, positive_int
+from .cli import check_out, nonnegative_float, nonnegative_int, positive_float, positive_int
 from ..shapes import Shape, budget_of, shape_for
 from .depth_vs_width import binned, device_name, mean_std
 
@@ -803,7 +803,7 @@ def main(argv=None) -> None:
                         help="full fine-tuning's peak learning rate as a fraction of pre-training's (default: the "
                              "setting's)")
     parser.add_argument("--workers", type=positive_int, help="runs side by side (default: the setting's)")
-    parser.add_argument("--deadline-s", type=positive_float, help="stop runs this many seconds after the start")
+    parser.add_argument("--deadline-s", type=nonnegative_float, help="stop runs this many seconds after the start")
     parser.add_argument("--merge", action="store_true", help="keep the file's records of (shape, seed)s not run here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)

@@ -64,7 +64,7 @@ import torch
 from ..config import ModelConfig
 from ..paths import PROJECT_ROOT
 from ..results import write_json_atomic
-from .cli import check_out, positive_float, positive_int, seed_list
+from .cli import check_out, nonnegative_float, positive_int, seed_list
 from .finetune import _Inline
 from .hop_depth import _Deadline
 
@@ -407,7 +407,7 @@ def main(argv=None) -> dict:
     p.add_argument("--parts", default="active,total,balance", help=f"comma-separated, of {', '.join(PARTS)}")
     p.add_argument("--device", default=None, help="default: cuda for the cuda setting, else cpu")
     p.add_argument("--results", default=None, help="default data/results/moe_vs_dense_<setting>.json")
-    p.add_argument("--deadline-s", type=positive_float, default=560.0, help="start no run that would end after this")
+    p.add_argument("--deadline-s", type=nonnegative_float, default=560.0, help="start no run that would end after this")
     p.add_argument("--steps", type=positive_int, default=None, help="override the setting's steps per run")
     p.add_argument("--seeds", type=seed_list, default=None, help="comma-separated seeds (default: the setting's)")
     p.add_argument("--workers", type=positive_int, default=1, help="runs side by side, each its own process (default 1)")

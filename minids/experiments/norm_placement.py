@@ -44,7 +44,7 @@ from ..config import ModelConfig
 from ..layer import DecoderLayer
 from ..model import DeepSeekLM
 from ..results import write_json_atomic
-from .cli import check_out, nonnegative_int, positive_float, positive_int
+from .cli import check_out, nonnegative_float, nonnegative_int, positive_float, positive_int
 
 PLACEMENTS = ("pre", "post")
 
@@ -235,7 +235,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--train-init-std", type=positive_float, default=0.006)
     ap.add_argument("--train-batch", type=positive_int, default=8)
     ap.add_argument("--train-seq-len", type=positive_int, default=128)
-    ap.add_argument("--time-limit", type=positive_float, default=420.0,
+    ap.add_argument("--time-limit", type=nonnegative_float, default=420.0,
                     help="seconds; later measurements are skipped")
     ap.add_argument("--quick", action="store_true", help="3 layers, one init std, 3 training steps: a smoke test")
     ap.add_argument("--merge", action="store_true",
@@ -248,11 +248,9 @@ def main(argv: list[str] | None = None) -> int:
         args.init_stds, args.train_lrs, args.train_steps = args.init_stds[:1], args.train_lrs[:1], 3
         args.seq_len, args.train_batch, args.train_seq_len = 8, 2, 16
     out = os.path.join(args.out, "norm_placement.json") if os.path.isdir(args.out) else args.out
-    check_out(ap, out, merge=args.merge)  # before any work: a bad --out never costs a run
-    try:  # read even without --merge: a file that another experiment wrote is not replaced either
-        kept = _previous_records(out) if args.merge else (_previous_records(out) and [])
-    except ValueError as exc:
-        ap.error(str(exc).replace("--merge: ", "--merge: " if args.merge else "--out: "))
+    check_out(ap, out)  # before any work: a bad --out never costs a run
+    # read even without --merge: a file that another experiment wrote is not replaced either
+    kept = _previous_records(out) if args.merge else (_previous_records(out) and [])
     if not args.init_stds and not args.train_steps:
         ap.error("nothing to measure: give --init-stds values or --train-steps > 0")
     torch.manual_seed(0)

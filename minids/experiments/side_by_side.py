@@ -18,7 +18,7 @@ import time
 from dataclasses import asdict, replace
 from typing import Any, Callable, Iterable
 
-from .cli import check_out, nonnegative_int, positive_float, positive_int
+from .cli import check_out, nonnegative_float, nonnegative_int, positive_int
 
 
 def run_side_by_side(worker: Callable[[Any], dict], jobs: Iterable[Any], workers: int,
@@ -69,7 +69,7 @@ def depth_experiment_main(argv, *, doc: str, module: str, out_stem: str, setting
     parser.add_argument("--seeds", type=nonnegative_int, nargs="+", help="seeds to run (default: the setting's)")
     parser.add_argument("--steps", type=positive_int, help="training steps per run (default: the setting's)")
     parser.add_argument("--workers", type=positive_int, help="runs side by side (default: the setting's)")
-    parser.add_argument("--deadline-s", type=positive_float, help="stop runs this many seconds after the start")
+    parser.add_argument("--deadline-s", type=nonnegative_float, help="stop runs this many seconds after the start")
     parser.add_argument("--merge", action="store_true", help="keep the file's records of runs not planned here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
