@@ -419,3 +419,15 @@ def test_deepseek_moe_names_what_is_wrong_with_its_input():
     with pytest.raises(ValueError, match="has no tokens"):
         moe(torch.randn(1, 0, d))
     assert moe(torch.randn(2, 3, d)).shape == (2, 3, d)
+
+
+def test_moe_vs_dense_keeps_a_file_of_another_setting_or_experiment(tmp_path):
+    from minids.experiments import moe_vs_dense
+
+    path = tmp_path / "moe.json"
+    other = {"record": "moe_vs_dense", "setting": {"steps": 1}, "runs": [{"variant": "dense", "seed": 0}]}
+    for content, message in ((other, "holds runs of another setting"), ([1, 2], "not a moe_vs_dense results file")):
+        path.write_text(json.dumps(content))
+        with pytest.raises(ValueError, match=message):
+            moe_vs_dense.run(moe_vs_dense.SETTINGS["tiny"], ["active"], "cpu", str(path), 10.0, 0.0)
+        assert json.loads(path.read_text()) == content

@@ -63,6 +63,7 @@ import torch
 
 from ..config import ModelConfig
 from ..paths import PROJECT_ROOT
+from ..files import read_json
 from ..results import write_json_atomic
 from .cli import check_out, nonnegative_float, positive_int, seed_list
 from .finetune import _Inline
@@ -290,13 +291,17 @@ def run(setting: MoESetting, parts, device, results_path, deadline_s: float, sta
     header = {"record": "moe_vs_dense", "setting_name": name, "setting": _setting_dict(setting)}
     doc = {**header, "runs": []}
     if os.path.exists(results_path):
-        with open(results_path, encoding="utf-8") as f:
-            old = json.load(f)
-        if old.get("setting") == header["setting"]:
-            doc = old
-            log(f"resuming {results_path}: {sum(r['status'] == 'done' for r in doc['runs'])} runs done")
-        else:
-            log(f"{results_path} holds another setting: starting it over")
+        old = read_json(results_path, what="moe_vs_dense results file")  # a damaged file is named
+        if not isinstance(old, dict) or old.get("record") != "moe_vs_dense" or not isinstance(old.get("runs"), list):
+            raise ValueError(f"{results_path} is not a moe_vs_dense results file, so it is not replaced; "
+                             "pass another --results")
+        if old.get("setting") != header["setting"]:  # its runs would be lost: refused, never started over
+            differs = sorted(k for k in set(old.get("setting") or {}) | set(header["setting"])
+                             if (old.get("setting") or {}).get(k) != header["setting"].get(k))
+            raise ValueError(f"{results_path} holds runs of another setting (fields {differs[:5]} differ); "
+                             "resuming would mix them and starting over would lose them: pass another --results")
+        doc = old
+        log(f"resuming {results_path}: {sum(r['status'] == 'done' for r in doc['runs'])} runs done")
     workers = max(1, int(workers))
     doc.update(device=str(device), device_name=device_name(device), torch=torch.__version__,
                python=platform.python_version(), parts_last=list(parts), workers_last=workers)
