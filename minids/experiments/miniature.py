@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .cli import check_out, positive_float
 from ..paths import PROJECT_ROOT, project_path
 from ..scaling import training_recipe
 
@@ -253,7 +254,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default=None, help="default: cuda for the cuda setting, else cpu")
     p.add_argument("--out", default=None, help=f"checkpoint folder (default data/checkpoints/{NAME} for cuda)")
     p.add_argument("--results", default=None, help="record (default data/results/miniature_<setting>.json)")
-    p.add_argument("--budget-s", type=float, default=None, help="training seconds to fit at most")
+    p.add_argument("--budget-s", type=positive_float, default=None, help="training seconds to fit at most")
     args = p.parse_args(argv)
     setting = SETTINGS[args.setting]
     if args.budget_s is not None:
@@ -261,6 +262,16 @@ def main(argv=None) -> None:
     device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
     out = args.out or (PROJECT_ROOT / "data" / "checkpoints" / NAME if args.setting == "cuda" else None)
     results = args.results or PROJECT_ROOT / "data" / "results" / f"miniature_{args.setting}.json"
+    check_out(p, results)  # before any work: a bad --results never costs a run
+    if out is not None:  # and a folder that save_hf would refuse at the end is refused now
+        from ..hf import MODEL_FOLDER_FILES
+        from ..results import check_replaceable, folder_of
+
+        try:
+            check_replaceable(out, "model folder", folder_of(MODEL_FOLDER_FILES, (".safetensors",), ("config.json",)),
+                              False, "--out")
+        except OSError as exc:
+            p.error(str(exc))
     record = pretrain(setting, device=device, out_dir=out)
     write_json_atomic(results, record)
     print(f"wrote {results}" + (f" and {out}" if out else ""))
