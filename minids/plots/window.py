@@ -18,7 +18,8 @@ def masks(named: dict[str, torch.Tensor]):
     fig, axes = plt.subplots(1, len(named), figsize=(3.7 * len(named), 3.9), layout="constrained")
     for ax, (name, m) in zip(axes, named.items()):
         ax.imshow(m, cmap="Blues", vmin=0, vmax=1.3)
-        ax.set(xlabel="key position s", ylabel="query position q")
+        ax.set(xlabel="key position s", ylabel="query position q", xticks=range(0, m.shape[1], 2),
+               yticks=range(0, m.shape[0], 2))
         ax.set_title(name, fontsize=9)
     return fig
 
@@ -30,7 +31,8 @@ def attention_maps(maps: list[torch.Tensor], windows: list[int | None], head: in
     fig, axes = plt.subplots(1, len(maps), figsize=(3.7 * len(maps) + 1, 3.7), layout="constrained")
     for i, (ax, weights, w) in enumerate(zip(axes, maps, windows)):
         im = ax.imshow(weights[0, head].detach().float(), cmap="viridis", vmin=0, vmax=1)
-        ax.set(xlabel="key position s", ylabel="query position q")
+        t, s = weights.shape[-2:]
+        ax.set(xlabel="key position s", ylabel="query position q", xticks=range(0, s, 2), yticks=range(0, t, 2))
         ax.set_title(f"layer {i}, head {head} ({'window ' + str(w) if w else 'full'})", fontsize=10)
     fig.colorbar(im, ax=axes, shrink=0.8, label="attention weight")
     return fig
