@@ -431,3 +431,10 @@ def test_moe_vs_dense_keeps_a_file_of_another_setting_or_experiment(tmp_path):
         with pytest.raises(ValueError, match=message):
             moe_vs_dense.run(moe_vs_dense.SETTINGS["tiny"], ["active"], "cpu", str(path), 10.0, 0.0)
         assert json.loads(path.read_text()) == content
+
+
+def test_a_damaged_results_file_is_named_when_a_chapter_reads_it(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('[{"record": "meta", "steps": 1')
+    with pytest.raises(DamagedFileError, match=f"{path} is not valid JSON at line 1.*cut short"):
+        results.read_results(path, "python -m minids.experiments.x")
