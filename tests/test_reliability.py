@@ -438,3 +438,14 @@ def test_a_damaged_results_file_is_named_when_a_chapter_reads_it(tmp_path):
     path.write_text('[{"record": "meta", "steps": 1')
     with pytest.raises(DamagedFileError, match=f"{path} is not valid JSON at line 1.*cut short"):
         results.read_results(path, "python -m minids.experiments.x")
+
+
+def test_norm_placement_merge_on_a_truncated_file_names_it(tmp_path, capsys):
+    from minids.experiments import norm_placement
+
+    path = tmp_path / "np.json"
+    path.write_text('[{"metric": "stream_rms", "val')
+    with pytest.raises(SystemExit):
+        norm_placement.main(["--out", str(path), "--quick", "--merge"])
+    assert f"--merge: {path} is not valid JSON" in capsys.readouterr().err
+    assert path.read_text() == '[{"metric": "stream_rms", "val'
