@@ -449,3 +449,20 @@ def test_norm_placement_merge_on_a_truncated_file_names_it(tmp_path, capsys):
         norm_placement.main(["--out", str(path), "--quick", "--merge"])
     assert f"--merge: {path} is not valid JSON" in capsys.readouterr().err
     assert path.read_text() == '[{"metric": "stream_rms", "val'
+
+
+def test_isoflop_and_miniature_refuse_bad_arguments_before_any_work(tmp_path, monkeypatch, capsys):
+    from minids.experiments import isoflop, miniature
+
+    for args in (["--seeds", "-1"], ["--budgets", "0"], ["--min-steps", "0"]):
+        with pytest.raises(SystemExit) as exit:
+            isoflop.main(["--quick", "--out", str(tmp_path), *args])
+        assert exit.value.code == 2
+    monkeypatch.setattr(miniature, "pretrain", lambda *a, **k: pytest.fail("training started"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("notes")
+    with pytest.raises(SystemExit) as exit:
+        miniature.main(["tiny", "--out", str(mine), "--results", str(tmp_path / "r.json")])
+    assert exit.value.code == 2 and "is not a model folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
