@@ -413,9 +413,9 @@ def _hf_window(hf: Mapping[str, Any], model_type: str) -> tuple[int | None, tupl
 
 
 def _refuse_moe_fields_outside_deepseek(hf: Mapping[str, Any], model_type: str | None) -> None:
-    """A config that sets experts but names no MoE model_type: LlamaConfig keeps the unknown keys and builds a
-    dense model (transformers says nothing), so minids refuses rather than guess which one was meant."""
-    if model_type in (None, "llama") and hf.get("n_routed_experts"):
+    """A config that sets experts but names a dense model_type (or none): LlamaConfig keeps the unknown keys and
+    builds a dense model (transformers says nothing), so minids refuses rather than guess which one was meant."""
+    if model_type in (None, "llama", "mistral", "ministral") and hf.get("n_routed_experts"):
         raise ValueError(
             f"ModelConfig.from_hf: the config sets n_routed_experts={hf['n_routed_experts']!r} but its model_type "
             f"is {model_type!r}, whose model class is dense and ignores the experts; set model_type 'deepseek' "

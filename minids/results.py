@@ -5,6 +5,10 @@ old file or the new one, never half of one; and times through `median_time`, so 
 process, a page fault) does not move the number. Folders of several files (a checkpoint, an adapter) are
 written the same way, through `atomic_folder`. Chapters read a committed file through `read_results`, which
 says which command makes it where it is not there yet.
+
+Nothing is lost: a writer replaces only its own kind of file or folder (a JSON file for write_json_atomic; a
+folder that the caller's `recognise` accepts for atomic_folder: save_hf's model folders, save_adapter's adapter
+folders) and refuses anything else, saying what is there, unless told overwrite=True.
 """
 
 from __future__ import annotations

@@ -431,3 +431,38 @@ def test_moe_vs_dense_keeps_a_file_of_another_setting_or_experiment(tmp_path):
         with pytest.raises(ValueError, match=message):
             moe_vs_dense.run(moe_vs_dense.SETTINGS["tiny"], ["active"], "cpu", str(path), 10.0, 0.0)
         assert json.loads(path.read_text()) == content
+
+
+def test_a_damaged_results_file_is_named_when_a_chapter_reads_it(tmp_path):
+    path = tmp_path / "r.json"
+    path.write_text('[{"record": "meta", "steps": 1')
+    with pytest.raises(DamagedFileError, match=f"{path} is not valid JSON at line 1.*cut short"):
+        results.read_results(path, "python -m minids.experiments.x")
+
+
+def test_norm_placement_merge_on_a_truncated_file_names_it(tmp_path, capsys):
+    from minids.experiments import norm_placement
+
+    path = tmp_path / "np.json"
+    path.write_text('[{"metric": "stream_rms", "val')
+    with pytest.raises(SystemExit):
+        norm_placement.main(["--out", str(path), "--quick", "--merge"])
+    assert f"--merge: {path} is not valid JSON" in capsys.readouterr().err
+    assert path.read_text() == '[{"metric": "stream_rms", "val'
+
+
+def test_isoflop_and_miniature_refuse_bad_arguments_before_any_work(tmp_path, monkeypatch, capsys):
+    from minids.experiments import isoflop, miniature
+
+    for args in (["--seeds", "-1"], ["--budgets", "0"], ["--min-steps", "0"]):
+        with pytest.raises(SystemExit) as exit:
+            isoflop.main(["--quick", "--out", str(tmp_path), *args])
+        assert exit.value.code == 2
+    monkeypatch.setattr(miniature, "pretrain", lambda *a, **k: pytest.fail("training started"))
+    mine = tmp_path / "mine"
+    mine.mkdir()
+    (mine / "notes.txt").write_text("notes")
+    with pytest.raises(SystemExit) as exit:
+        miniature.main(["tiny", "--out", str(mine), "--results", str(tmp_path / "r.json")])
+    assert exit.value.code == 2 and "is not a model folder" in capsys.readouterr().err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]

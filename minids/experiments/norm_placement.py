@@ -248,7 +248,7 @@ def main(argv: list[str] | None = None) -> int:
         args.init_stds, args.train_lrs, args.train_steps = args.init_stds[:1], args.train_lrs[:1], 3
         args.seq_len, args.train_batch, args.train_seq_len = 8, 2, 16
     out = os.path.join(args.out, "norm_placement.json") if os.path.isdir(args.out) else args.out
-    check_out(ap, out)  # before any work: a bad --out never costs a run
+    check_out(ap, out, merge=args.merge)  # before any work: a bad --out never costs a run
     # read even without --merge: a file that another experiment wrote is not replaced either
     kept = _previous_records(out) if args.merge else (_previous_records(out) and [])
     if not args.init_stds and not args.train_steps:
