@@ -3,7 +3,7 @@
     python -m minids.experiments.miniature cuda        # one H200, a few minutes; writes the folder below
     python -m minids.experiments.miniature tiny        # seconds on a CPU (the test's setting)
 
-The shape keeps what defines DeepSeek LLM at 1/400 of the 7B's width: pre-norm RMSNorm, RoPE, SwiGLU with
+The shape keeps what defines DeepSeek LLM at 1/12.8 of the 7B's width (about 1/430 of its parameters): pre-norm RMSNorm, RoPE, SwiGLU with
 d_ff / d_model = 2.8, grouped-query attention 8:1 (16 query heads of 20 channels share 2 key/value heads,
 8 to each: the 67B's ratio in two groups, so that it is GQA and not multi-query attention), untied
 embedding and lm_head, 10 layers of width 320. The recipe is the paper's: AdamW (0.9, 0.95), weight decay
