@@ -229,7 +229,7 @@ class GroupedQueryAttention(nn.Module):
         """
         if self.window is not None:
             return self._windowed(x, cos, sin, kv_cache, need_weights, mask)
-        # region: readable (chapter 03; the other branches are taught in chapters 07, 10 and 12)
+        # region: readable (chapter 03; the other branches are taught in chapters 07 and 12)
         start = kv_cache.length if kv_cache is not None else 0
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
         k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
