@@ -2,7 +2,7 @@
 level, not inside functions) form no circle: whichever module a user or a notebook imports first, it loads.
 
 The one circle that remains goes through function-level imports only (attention._flex_kernel imports fast,
-train.train_from_config imports model): they run when called, after every module has loaded, so they cannot fail
+train._takes_validate imports model): they run when called, after every module has loaded, so they cannot fail
 the way a module-level circle does. test_no_module_level_import_circle keeps it that way."""
 
 import ast
