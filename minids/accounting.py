@@ -125,8 +125,6 @@ def paper_M(config: ModelConfig, seq_len: int) -> int:
 
     The first term assumes 12 * d_model**2 weights per layer (4 d**2 attention + 8 d**2 FFN); the second is
     attention's score and value products (2 matmuls * 2 FLOPs * 3 for forward+backward, no causal halving).
-    The GQA 67B has 10.31 d**2 weights per layer, so for it the first term is 16% above six times its real
-    non-embedding weights, and M as a whole 15% above scaling.real_flops_per_token at seq_len 4096.
     """
     L, d = config.n_layers, config.d_model
     return 72 * L * d * d + 12 * L * d * seq_len
