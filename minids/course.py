@@ -12,6 +12,7 @@ and its solutions `notebooks/solutions/NN_name_solutions.ipynb`. The minutes to 
 (READ_RULE); the seconds to run are measured by
 
     python -m minids.course --time        # runs every notebook once, writes data/results/notebook_seconds.json
+    python -m minids.course --time --save # the same, keeping each executed notebook (re-executes the course)
     python -m minids.course --readme      # writes the map into README.md between its course-map markers
 """
 
@@ -144,8 +145,9 @@ def map_table(stops: list[Stop] | None = None, links_from: Path | None = None) -
     return "\n".join(rows)
 
 
-def time_notebooks(paths: list[Path], timeout: int = 600) -> dict[str, float]:
-    """Run each notebook once in a fresh kernel (as nbval does, outputs discarded) and return its wall seconds."""
+def time_notebooks(paths: list[Path], timeout: int = 600, save: bool = False) -> dict[str, float]:
+    """Run each notebook once in a fresh kernel, as nbval does, and return its wall seconds; with save=True the
+    executed notebook replaces the file (atomically), as `jupyter nbconvert --execute --inplace` would."""
     import nbformat
     from nbclient import NotebookClient
 
@@ -155,6 +157,10 @@ def time_notebooks(paths: list[Path], timeout: int = 600) -> dict[str, float]:
         start = time.perf_counter()
         NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
         seconds[path.relative_to(PROJECT_ROOT).as_posix()] = round(time.perf_counter() - start, 1)
+        if save:
+            tmp = path.with_suffix(".ipynb.tmp")
+            nbformat.write(nb, tmp)
+            os.replace(tmp, path)
         print(f"{seconds[path.relative_to(PROJECT_ROOT).as_posix()]:7.1f} s  {path.relative_to(PROJECT_ROOT)}",
               flush=True)
     return seconds
@@ -182,12 +188,13 @@ def write_readme_map() -> None:
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(prog="python -m minids.course", description=__doc__.split("\n\n")[0])
     parser.add_argument("--time", action="store_true", help=f"run every notebook once and write {SECONDS_FILE.name}")
+    parser.add_argument("--save", action="store_true", help="with --time: keep each executed notebook's outputs")
     parser.add_argument("--readme", action="store_true", help="write the map into README.md")
     args = parser.parse_args(argv)
     if args.time:
         import torch
 
-        seconds = time_notebooks(all_notebooks())
+        seconds = time_notebooks(all_notebooks(), save=args.save)
         write_json_atomic(SECONDS_FILE, {
             "command": "python -m minids.course --time",
             "machine": f"{platform.machine()}, {torch.get_num_threads()} threads, torch {torch.__version__}",
