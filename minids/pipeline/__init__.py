@@ -11,7 +11,8 @@
 
 from .cost import COST_KINDS, Cost, embedding_cost, head_cost, in_layer_units, layer_cost, module_costs
 from .gantt import plot_timeline
-from .partition import check_ranges, efficiency, min_max_partition, naive_partition, partition, stage_costs
+from .partition import (check_ranges, efficiency, min_max_partition, naive_partition, partition, rank_costs,
+                        stage_costs)
 from .schedule_sim import (SCHEDULES, Op, Timeline, bubble_fraction, published_bubble, rank_orders, rank_stages,
                            simulate, stage_rank)
 from .stage import StageModule, build_stage, init_by_name
@@ -19,7 +20,7 @@ from .stage import StageModule, build_stage, init_by_name
 __all__ = [
     "COST_KINDS", "Cost", "embedding_cost", "head_cost", "in_layer_units", "layer_cost", "module_costs",
     "plot_timeline", "check_ranges", "efficiency", "min_max_partition", "naive_partition", "partition",
-    "stage_costs", "SCHEDULES", "Op", "Timeline", "bubble_fraction", "published_bubble", "rank_orders",
+    "rank_costs", "stage_costs", "SCHEDULES", "Op", "Timeline", "bubble_fraction", "published_bubble", "rank_orders",
     "rank_stages", "simulate", "stage_rank", "StageModule", "build_stage",
     "init_by_name",
 ]
