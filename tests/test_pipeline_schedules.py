@@ -180,3 +180,13 @@ def test_gantt_chart_labels_every_kind_of_work():
     one = plot_timeline(simulate([1.0] * 3, 4, "1f1b"))
     assert [x.get_text() for x in one.get_legend().get_texts()] == ["forward F", "full backward B"]
     plt.close("all")
+
+
+def test_forward_only_runs_at_the_pace_of_the_slowest_stage():
+    """Inference: the first microbatch crosses every stage, each later one adds the slowest stage's time."""
+    f = [1.0, 2.5, 1.5]
+    t = simulate(f, 5, forward_only=True)
+    assert t.makespan == pytest.approx(sum(f) + 4 * max(f))
+    assert {op.kind for op in t.ops} == {"F"} and len(t.ops) == 15
+    with pytest.raises(ValueError, match="one stage per rank"):
+        simulate([1.0] * 4, 4, "dualpipev", forward_only=True)

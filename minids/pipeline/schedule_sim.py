@@ -271,8 +271,8 @@ class Timeline:
 
     @property
     def n_stages(self) -> int:
-        """Rows of the chart: one per rank (for one chunk per rank, rank = stage)."""
-        return self.n_ranks
+        """The model's stages: chunks per rank times ranks."""
+        return self.n_ranks * self.chunks
 
     @property
     def makespan(self) -> float:
@@ -332,10 +332,11 @@ def simulate(
     if S < 1 or S % max(chunks, 1):
         raise ValueError(f"{S} stage times cannot be shared by ranks holding {chunks} chunks each")
     p = S // chunks
-    if forward_only:
-        check_schedule("gpipe", p, m, 1) if chunks == 1 else check_schedule(schedule, p, m, chunks)
-        orders = [[("F", s, i) for i in range(m) for s in rank_stages(schedule if chunks > 1 else "gpipe",
-                                                                      r, p, chunks)] for r in range(p)]
+    if forward_only:  # inference: every microbatch's forward through one stage per rank, as GPipe runs it
+        if chunks != 1:
+            raise ValueError("forward_only simulates one stage per rank (chunks=1)")
+        check_schedule("gpipe", p, m, 1)
+        orders = [[("F", r, i) for i in range(m)] for r in range(p)]
     else:
         orders = rank_orders(schedule, p, m, chunks)
     where = {s: stage_rank(schedule, s, p) for s in range(S)}
