@@ -1,4 +1,4 @@
-"""Run DeepSeekLM as a pipeline on torch.distributed.pipelining: one stage per process.
+"""Run DeepSeekLM as a pipeline on torch.distributed.pipelining: a process per rank, one or more stages each.
 
     torchrun --nproc-per-node 2 -m minids.pipeline --preset deepseek-llm-67b-mini --microbatches 4 \\
         --schedule dualpipev --check
@@ -12,8 +12,9 @@ stage s lives on rank s mod p, or for zbv and dualpipev on a V: rank r holds sta
 Every rank builds only its own stages (`stage.build_stage`: meta device, then its layers on its device),
 wraps them in PipelineStage and drives them with the schedule: the rank with stage 0 feeds the token ids,
 the rank with the last stage computes the loss (the last rank; rank 0 on a V), activations travel forward
-and gradients backward between ranks (gloo on CPU, NCCL on CUDA, one GPU per rank). It runs a forward pass and
-a training step (AdamW, global gradient clipping at 1.0) and prints per-stage times. With --check, every
+and gradients backward between ranks (gloo on CPU, NCCL on CUDA, one GPU per rank). It runs a forward
+pass (with one stage per rank) and a training step (AdamW, global gradient clipping at 1.0) and prints
+per-stage times. With --check, every
 rank also builds the single-process DeepSeekLM with the same weights (they are seeded by name) and
 compares logits, loss and its own stage's gradients; the exit status is 1 on a mismatch.
 
