@@ -30,8 +30,8 @@ def test_costs_add_up_to_the_accounting_formulas(name):
     assert embed.params + sum(c.params for c in layers) + head.params == count_params(cfg).total
 
 
-def test_head_in_layer_units_matches_facts():
-    # FACTS section 5: the 67B's head does 1.68 GFLOP per token against 1.38 per layer (weights only).
+def test_head_in_layer_units_matches_the_references():
+    # docs/references.md#pipelines: the 67B's head does 1.68 GFLOP per token against 1.38 per layer (weights only).
     cfg = ModelConfig.preset("deepseek-llm-67b")
     assert head_cost(cfg, 1).flops == pytest.approx(1.68e9, rel=0.01)
     weights_only = layer_cost(cfg, 1).flops - 4 * cfg.n_heads * cfg.head_dim  # one key seen at T = 1
