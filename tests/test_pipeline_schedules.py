@@ -190,3 +190,18 @@ def test_forward_only_runs_at_the_pace_of_the_slowest_stage():
     assert {op.kind for op in t.ops} == {"F"} and len(t.ops) == 15
     with pytest.raises(ValueError, match="one stage per rank"):
         simulate([1.0] * 4, 4, "dualpipev", forward_only=True)
+
+
+def test_rank_costs_add_each_ranks_stages():
+    from minids.pipeline import rank_costs
+
+    cfg = ModelConfig.preset("deepseek-llm-67b")
+    ranges = partition(cfg, 8)
+    per_stage = stage_costs(cfg, ranges)
+    v = rank_costs(cfg, ranges, "dualpipev", 4)
+    assert v == [per_stage[r] + per_stage[7 - r] for r in range(4)]  # the V: r and 2p - 1 - r
+    loop = rank_costs(cfg, ranges, "interleaved", 4)
+    assert loop == [per_stage[r] + per_stage[r + 4] for r in range(4)]  # round robin
+    assert sum(v) == sum(loop) == sum(per_stage)
+    with pytest.raises(ValueError, match="8 stages cannot be shared evenly by 3 ranks"):
+        rank_costs(cfg, ranges, "interleaved", 3)
