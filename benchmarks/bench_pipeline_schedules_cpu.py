@@ -1,6 +1,6 @@
 """Every pipeline schedule of `minids.pipeline`, run for real on CPU processes (gloo) and checked.
 
-    python benchmarks/bench_pipeline_schedules_cpu.py --out benchmarks/results     # about 15 minutes on 2 cores
+    python benchmarks/bench_pipeline_schedules_cpu.py --out benchmarks/results     # about 10 minutes on 2 cores
 
 Two sets of runs, each `torchrun --nproc-per-node P -m minids.pipeline --check --json ...` in its own
 processes (one failure cannot lose the others):
@@ -9,7 +9,8 @@ processes (one failure cannot lose the others):
   2. the 95-layer miniature (deepseek-llm-67b-mini, width 256) on 2 ranks, every schedule, 4 microbatches of
      one 16-token sequence: the check again, each stage's own forward time, the training step's time.
 The CPU times say little about GPUs (at width 256 a layer is mostly Python and kernel-launch overhead,
-and 2 or 4 processes share the machine's cores); they are recorded to compare stages with each other.
+and 2 or 4 processes share the machine's cores): each is a median of --repeats runs, recorded to compare
+stages with each other, with that noise.
 Records (benchmarks/records.py format) go to OUT/pipeline_schedules_cpu.json, one per run.
 """
 
@@ -32,11 +33,11 @@ CHECK = dict(preset="tiny", n_layers=8, microbatches=8, seq_len=16)
 MINI = dict(preset="deepseek-llm-67b-mini", n_layers=None, microbatches=4, seq_len=16)
 
 
-def run_one(schedule: str, ranks: int, setting: dict, timeout: float) -> dict:
+def run_one(schedule: str, ranks: int, setting: dict, timeout: float, repeats: int) -> dict:
     out = os.path.join(tempfile.mkdtemp(), "report.json")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", str(ranks), "-m", "minids.pipeline",
            "--preset", setting["preset"], "--schedule", schedule, "--microbatches", str(setting["microbatches"]),
-           "--seq-len", str(setting["seq_len"]), "--check", "--repeats", "1", "--json", out]
+           "--seq-len", str(setting["seq_len"]), "--check", "--repeats", str(repeats), "--json", out]
     if setting["n_layers"]:
         cmd += ["--n-layers", str(setting["n_layers"])]
     env = dict(os.environ, PYTHONPATH=ROOT + os.pathsep + os.environ.get("PYTHONPATH", ""), OMP_NUM_THREADS="1")
@@ -57,18 +58,20 @@ def main(argv=None) -> int:
     ap.add_argument("--out", required=True, help="folder for pipeline_schedules_cpu.json")
     ap.add_argument("--schedules", default=",".join(SCHEDULES))
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds per run")
+    ap.add_argument("--repeats", type=int, default=3, help="timed repeats per run (medians), after a warm-up")
     args = ap.parse_args(argv)
     records = []
     path = os.path.join(args.out, "pipeline_schedules_cpu.json")
     plan = [(s, p, CHECK, "tiny-8") for p in (2, 4) for s in args.schedules.split(",")]
     plan += [(s, 2, MINI, "mini") for s in args.schedules.split(",")]
     for schedule, ranks, setting, label in plan:
-        res = run_one(schedule, ranks, setting, args.timeout)
+        res = run_one(schedule, ranks, setting, args.timeout, args.repeats)
         r, check = res["report"], (res["report"] or {}).get("check") or {}
         records.append(record(
             "pipeline_schedule_check", "minids", setting["preset"], 1.0 if check.get("passed") else 0.0, "pass",
             "cpu", schedule=schedule, ranks=ranks, setting=label, n_layers=r and r["n_layers"],
-            microbatches=setting["microbatches"], seq_len=setting["seq_len"], exit_status=res["exit_status"],
+            microbatches=setting["microbatches"], seq_len=setting["seq_len"], repeats=args.repeats,
+            exit_status=res["exit_status"],
             ranges=r and r["ranges"], stage_info=r and r["stage_info"], train_step_s=r and r["train_step_s"],
             forward_step_s=r and r.get("forward_step_s"), loss=r and r.get("loss"),
             errors={k: check.get(k) for k in ("weights", "logits_eval", "logits_train", "loss", "grads", "tolerance")},
