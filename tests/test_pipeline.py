@@ -12,7 +12,7 @@ from minids.pipeline import (
     StageModule, bubble_fraction, build_stage, check_ranges, efficiency, head_cost, in_layer_units, init_by_name,
     layer_cost, min_max_partition, module_costs, naive_partition, partition, simulate, stage_costs,
 )
-from minids.pipeline.run import UsageError, main, parse_args, plan
+from minids.pipeline.run import UsageError, check_torch, main, parse_args, plan
 
 from conftest import tiny_config
 
@@ -30,8 +30,8 @@ def test_costs_add_up_to_the_accounting_formulas(name):
     assert embed.params + sum(c.params for c in layers) + head.params == count_params(cfg).total
 
 
-def test_head_in_layer_units_matches_facts():
-    # FACTS section 5: the 67B's head does 1.68 GFLOP per token against 1.38 per layer (weights only).
+def test_head_in_layer_units_matches_the_references():
+    # docs/references.md#pipelines: the 67B's head does 1.68 GFLOP per token against 1.38 per layer (weights only).
     cfg = ModelConfig.preset("deepseek-llm-67b")
     assert head_cost(cfg, 1).flops == pytest.approx(1.68e9, rel=0.01)
     weights_only = layer_cost(cfg, 1).flops - 4 * cfg.n_heads * cfg.head_dim  # one key seen at T = 1
@@ -162,6 +162,13 @@ def test_stages_compose_to_the_model_with_the_same_weights():
     (["--preset", "nope"], 2, "unknown preset 'nope'"),
     (["--preset", "tiny", "--seq-len", "500"], 2, "--seq-len 500 must be between 1 and .* 128"),
     (["--preset", "tiny", "--forward-sweep", "1,x"], 2, "comma-separated integers"),
+    (["--preset", "tiny", "--schedule", "dualpipev"], 2, "cannot split 2 decoder layer.* into 4 pipeline stages"),
+    (["--preset", "tiny", "--n-layers", "4", "--schedule", "dualpipev", "--microbatches", "2"], 2,
+     "needs at least as many microbatches as stages: m = 2 < 4"),
+    (["--preset", "tiny", "--n-layers", "4", "--schedule", "zbv", "--chunks", "3"], 2, "exactly 2 stages per rank"),
+    (["--preset", "tiny", "--schedule", "1f1b", "--chunks", "2"], 2, "use --schedule interleaved or zb1p"),
+    (["--preset", "tiny", "--n-layers", "4", "--schedule", "interleaved", "--forward-sweep", "1,2"], 2,
+     "--forward-sweep measures GPipe's forward"),
 ])
 def test_bad_command_lines_fail_before_starting(argv, world, message):
     with pytest.raises(UsageError, match=message):
@@ -175,15 +182,26 @@ def test_without_torchrun_says_how_to_run(monkeypatch, capsys):
     assert "run under torchrun" in capsys.readouterr().err
 
 
-def test_torchrun_two_processes_match_the_single_process_model():
-    """The one end-to-end run: 2 CPU processes (gloo), 1F1B, logits, loss and gradients checked."""
+def test_a_schedule_this_torch_lacks_names_the_version():
+    with pytest.raises(UsageError, match=r"dualpipev needs ScheduleDualPipeV, which needs torch >= 2.9; this is "
+                                         r"torch 2.8.0"):
+        check_torch("dualpipev", "2.8.0+cu126")
+    check_torch("1f1b", "2.8.0")  # older schedules are fine
+
+
+@pytest.mark.parametrize("schedule, stages", [("1f1b", 2), ("dualpipev", 4)])
+def test_torchrun_two_processes_match_the_single_process_model(schedule, stages):
+    """End to end on 2 CPU processes (gloo): logits, loss and every stage's gradients checked against
+    DeepSeekLM; DualPipeV puts 4 stages on the 2 ranks as a V (rank 0: stages 0 and 3)."""
+    if schedule == "dualpipev" and tuple(int(x) for x in torch.__version__.split(".")[:2]) < (2, 9):
+        pytest.skip("ScheduleDualPipeV needs torch >= 2.9")
     cmd = [sys.executable, "-m", "torch.distributed.run", "--nproc-per-node", "2", "-m", "minids.pipeline",
-           "--preset", "tiny", "--schedule", "1f1b", "--microbatches", "2", "--batch", "4", "--seq-len", "16",
-           "--check", "--repeats", "1"]
+           "--preset", "tiny", "--n-layers", "4", "--schedule", schedule, "--microbatches", "4", "--batch", "4",
+           "--seq-len", "16", "--check", "--repeats", "1"]
     env = dict(os.environ, PYTHONPATH=ROOT)
-    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=120)
+    out = subprocess.run(cmd, cwd=ROOT, env=env, capture_output=True, text=True, timeout=180)
     assert out.returncode == 0, out.stdout + out.stderr
-    assert ": PASS" in out.stdout and "2 stages on cpu" in out.stdout
+    assert ": PASS" in out.stdout and f"{stages} stages on 2 ranks, cpu" in out.stdout
 
 
 @pytest.mark.parametrize("name", ["deepseek-moe-16b"])

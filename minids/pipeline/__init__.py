@@ -2,7 +2,7 @@
 
     cost.py          parameters, FLOPs and activation memory of the embedding, a layer and the head
     partition.py     optimal contiguous stages (min-max by dynamic programming), the naive split, stage costs
-    schedule_sim.py  GPipe and 1F1B timelines and the bubble (p - 1) / (m + p - 1)
+    schedule_sim.py  GPipe, 1F1B, interleaved, zero-bubble and DualPipeV timelines and their bubbles
     gantt.py         the timelines drawn as Gantt charts
     stage.py         one stage: a slice of the layers, weights seeded by name
     run.py           `torchrun --nproc-per-node N -m minids.pipeline ...` on torch.distributed.pipelining
@@ -11,13 +11,16 @@
 
 from .cost import COST_KINDS, Cost, embedding_cost, head_cost, in_layer_units, layer_cost, module_costs
 from .gantt import plot_timeline
-from .partition import check_ranges, efficiency, min_max_partition, naive_partition, partition, stage_costs
-from .schedule_sim import SCHEDULES, Op, Timeline, bubble_fraction, simulate
+from .partition import (check_ranges, efficiency, min_max_partition, naive_partition, partition, rank_costs,
+                        stage_costs)
+from .schedule_sim import (SCHEDULES, Op, Timeline, bubble_fraction, published_bubble, rank_orders, rank_stages,
+                           simulate, stage_rank)
 from .stage import StageModule, build_stage, init_by_name
 
 __all__ = [
     "COST_KINDS", "Cost", "embedding_cost", "head_cost", "in_layer_units", "layer_cost", "module_costs",
     "plot_timeline", "check_ranges", "efficiency", "min_max_partition", "naive_partition", "partition",
-    "stage_costs", "SCHEDULES", "Op", "Timeline", "bubble_fraction", "simulate", "StageModule", "build_stage",
+    "rank_costs", "stage_costs", "SCHEDULES", "Op", "Timeline", "bubble_fraction", "published_bubble", "rank_orders",
+    "rank_stages", "simulate", "stage_rank", "StageModule", "build_stage",
     "init_by_name",
 ]

@@ -135,3 +135,18 @@ def efficiency(config: ModelConfig, ranges: list[range], by: str = "flops", seq_
     """ideal / max stage cost: 1.0 for a perfect split; the share of device time not lost to imbalance."""
     costs = stage_costs(config, ranges, by, seq_len)
     return sum(costs) / len(costs) / max(costs)
+
+
+def rank_costs(config: ModelConfig, ranges: list[range], schedule: str, n_ranks: int, by: str = "flops",
+               seq_len: int | None = None) -> list[int]:
+    """Each rank's cost when the stages `ranges` are placed as `schedule` places them: one stage per rank,
+    round robin for interleaved (stage s on rank s mod p), or a V (rank r: stages r and 2p - 1 - r)."""
+    from .schedule_sim import stage_rank
+
+    if len(ranges) % n_ranks:
+        raise ValueError(f"{len(ranges)} stages cannot be shared evenly by {n_ranks} ranks")
+    costs = stage_costs(config, ranges, by, seq_len)
+    per_rank = [0] * n_ranks
+    for s, c in enumerate(costs):
+        per_rank[stage_rank(schedule, s, n_ranks)] += c
+    return per_rank

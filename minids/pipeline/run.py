@@ -1,13 +1,20 @@
-"""Run DeepSeekLM as a pipeline on torch.distributed.pipelining: one stage per process.
+"""Run DeepSeekLM as a pipeline on torch.distributed.pipelining: a process per rank, one or more stages each.
 
     torchrun --nproc-per-node 2 -m minids.pipeline --preset deepseek-llm-67b-mini --microbatches 4 \\
-        --schedule 1f1b --check
+        --schedule dualpipev --check
 
-Every rank builds only its own stage (`stage.build_stage`: meta device, then its layers on its device),
-wraps it in torch.distributed.pipelining's PipelineStage and drives it with ScheduleGPipe or Schedule1F1B:
-rank 0 feeds the token ids, the last rank computes the loss, activations travel forward and gradients
-backward between neighbours (gloo on CPU, NCCL on CUDA, one GPU per rank). It runs a forward pass and
-a training step (AdamW, global gradient clipping at 1.0) and prints per-stage times. With --check, every
+--schedule picks torch.distributed.pipelining's class: gpipe (ScheduleGPipe), 1f1b (Schedule1F1B),
+interleaved (ScheduleInterleaved1F1B, --chunks v stages per rank, default 2), zb1p
+(ScheduleInterleavedZeroBubble, --chunks v, default 1), zbv (ScheduleZBVZeroBubble) and dualpipev
+(ScheduleDualPipeV, torch >= 2.9). The cost model cuts the layers into p * v stages (partition.py);
+stage s lives on rank s mod p, or for zbv and dualpipev on a V: rank r holds stages r and 2p - 1 - r.
+
+Every rank builds only its own stages (`stage.build_stage`: meta device, then its layers on its device),
+wraps them in PipelineStage and drives them with the schedule: the rank with stage 0 feeds the token ids,
+the rank with the last stage computes the loss (the last rank; rank 0 on a V), activations travel forward
+and gradients backward between ranks (gloo on CPU, NCCL on CUDA, one GPU per rank). It runs a forward
+pass (with one stage per rank) and a training step (AdamW, global gradient clipping at 1.0) and prints
+per-stage times. With --check, every
 rank also builds the single-process DeepSeekLM with the same weights (they are seeded by name) and
 compares logits, loss and its own stage's gradients; the exit status is 1 on a mismatch.
 
@@ -29,7 +36,10 @@ import torch
 
 from ..config import ModelConfig
 from .partition import check_n_stages, naive_partition, partition
-from .schedule_sim import SCHEDULES
+from .schedule_sim import SCHEDULES, V_SHAPED, check_schedule
+
+# Schedules newer than torch.distributed.pipelining itself: the first torch release that has each.
+MIN_TORCH = {"dualpipev": (2, 9)}
 
 DTYPES = {"float32": torch.float32, "bfloat16": torch.bfloat16}
 
@@ -46,6 +56,8 @@ def parse_args(argv=None) -> argparse.Namespace:
     ap.add_argument("--batch", type=int, default=None, help="sequences per step (default: one per microbatch)")
     ap.add_argument("--seq-len", type=int, default=32, help="tokens per sequence")
     ap.add_argument("--schedule", default="gpipe", choices=SCHEDULES)
+    ap.add_argument("--chunks", type=int, default=None,
+                    help="v: stages per rank (interleaved: default 2; zb1p: default 1; zbv, dualpipev: 2)")
     ap.add_argument("--stages", type=int, default=None, help="pipeline stages; must equal the number of processes")
     ap.add_argument("--partition", default="flops", choices=("flops", "params", "activation_bytes", "naive"))
     ap.add_argument("--device", default="cpu", choices=("cpu", "cuda"))
@@ -84,6 +96,37 @@ def sweep_points(text: str | None) -> list[int]:
     return points
 
 
+def default_chunks(schedule: str, chunks: int | None) -> int:
+    if schedule in V_SHAPED:
+        if chunks not in (None, 2):
+            raise UsageError(f"--schedule {schedule} places exactly 2 stages per rank (a V), not --chunks {chunks}")
+        return 2
+    if schedule in ("gpipe", "1f1b"):
+        if chunks not in (None, 1):
+            raise UsageError(f"--schedule {schedule} runs one stage per rank; for --chunks {chunks} use "
+                             "--schedule interleaved or zb1p")
+        return 1
+    v = chunks if chunks is not None else (2 if schedule == "interleaved" else 1)
+    if v < 1:
+        raise UsageError(f"--chunks must be >= 1, got {v}")
+    return v
+
+
+def check_torch(schedule: str, version: str | None = None) -> None:
+    """A clear refusal where this torch lacks the schedule's class (`version` for the tests)."""
+    import torch.distributed.pipelining as pp
+
+    from .session import SCHEDULE_CLASSES
+
+    version = version or torch.__version__
+    have = tuple(int(x) for x in version.split("+")[0].split(".")[:2])
+    need = MIN_TORCH.get(schedule)
+    if (need is not None and have < need) or not hasattr(pp, SCHEDULE_CLASSES[schedule]):
+        need_text = f"torch >= {need[0]}.{need[1]}" if need else "a torch whose pipelining has it"
+        raise UsageError(f"--schedule {schedule} needs {SCHEDULE_CLASSES[schedule]}, which needs {need_text}; "
+                         f"this is torch {version}. Upgrade torch or pick another of {', '.join(SCHEDULES)}")
+
+
 def plan(args: argparse.Namespace, world: int, local_world: int) -> tuple[ModelConfig, list[range]]:
     """Validate everything that could make a rank fail or wait forever; return the config and the stages.
 
@@ -99,10 +142,12 @@ def plan(args: argparse.Namespace, world: int, local_world: int) -> tuple[ModelC
     if args.stages is not None and args.stages != world:
         raise UsageError(f"--stages {args.stages} but torchrun started {world} processes: this runs one stage per "
                          f"process, so use --nproc-per-node {args.stages} (or drop --stages)")
+    check_torch(args.schedule)
+    v = default_chunks(args.schedule, args.chunks)
     try:
-        check_n_stages(config.n_layers, world)
+        check_n_stages(config.n_layers, world * v)
     except ValueError as e:
-        raise UsageError(f"{e} (torchrun started {world} processes, one per stage)") from None
+        raise UsageError(f"{e} (torchrun started {world} processes, {v} stage(s) each)") from None
     if not 1 <= args.seq_len <= config.max_seq_len:
         raise UsageError(f"--seq-len {args.seq_len} must be between 1 and the model's max_seq_len {config.max_seq_len}")
     m, batch = args.microbatches, args.batch if args.batch is not None else args.microbatches
@@ -114,6 +159,13 @@ def plan(args: argparse.Namespace, world: int, local_world: int) -> tuple[ModelC
     if args.schedule == "1f1b" and m < world and not args.forward_sweep:
         raise UsageError(f"--schedule 1f1b needs at least as many microbatches as stages: --microbatches {m} < "
                          f"{world} stages (use --microbatches {world} or more, or --schedule gpipe)")
+    if args.forward_sweep and v > 1:
+        raise UsageError(f"--forward-sweep measures GPipe's forward, one stage per rank: drop --schedule "
+                         f"{args.schedule}")
+    try:
+        check_schedule(args.schedule, world, m, v)
+    except ValueError as e:
+        raise UsageError(f"--schedule {args.schedule} with {world} processes and --microbatches {m}: {e}") from None
     if args.microbatch_size < 1 or args.repeats < 1:
         raise UsageError("--microbatch-size and --repeats must be >= 1")
     sweep_points(args.forward_sweep)
@@ -124,8 +176,8 @@ def plan(args: argparse.Namespace, world: int, local_world: int) -> tuple[ModelC
             raise UsageError(f"{local_world} processes on this host but only {torch.cuda.device_count()} GPUs: "
                              "one GPU per stage")
     if args.partition == "naive":
-        return config, naive_partition(config, world)
-    return config, partition(config, world, by=args.partition, seq_len=args.seq_len)
+        return config, naive_partition(config, world * v)
+    return config, partition(config, world * v, by=args.partition, seq_len=args.seq_len)
 
 
 def main(argv=None) -> int:
