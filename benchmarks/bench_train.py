@@ -6,8 +6,8 @@
 The model: 24 layers, d_model 2048, d_ff 5504, 16 heads (MHA, head_dim 128), vocab 102400 (1.63B parameters),
 batch 8 x 2048 tokens, AdamW (betas 0.9/0.95, weight decay 0.1, fused=True on CUDA), no gradient clipping.
 Precision, the same on both sides: float32 master weights, gradients and AdamW state; matrix products in
-bf16 under torch.autocast (the regime of FACTS section 6's transformers number). One step = forward, float32
-cross-entropy, backward, optimizer step, zero_grad. transformers runs eagerly with the same loss function and
+bf16 under torch.autocast (the regime of the transformers baseline in docs/references.md#h200). One step =
+forward, float32 cross-entropy, backward, optimizer step, zero_grad. transformers runs eagerly with the same loss function and
 the same fused AdamW; minids runs eagerly (the readable model) and compiled (minids.fast: regional
 compilation of the layers and a compiled loss). Writes train.json: "train_tok_s", "train_mfu" (x3 forward
 FLOPs, causal attention), "train_step_ms", "train_peak_mem_gb".

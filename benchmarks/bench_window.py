@@ -31,7 +31,7 @@ from minids import ModelConfig, kv_cache_bytes
 from minids.attention import FLEX_AVAILABLE, GroupedQueryAttention, flex_usable
 from minids.rope import RotaryEmbedding
 
-WINDOW = 4096  # Mistral 7B's, the size FACTS prices the 67B's cache at
+WINDOW = 4096  # Mistral 7B's, the size docs/references.md#sliding-windows prices the 67B's cache at
 SMALL_WINDOW = 32  # --small: the band must be narrower than the sequence for the comparison to mean anything
 LAYER = "67b-attention-layer"
 

@@ -744,7 +744,7 @@ def _hf_config_as_dict(source: Any) -> dict[str, Any]:
     )
 
 
-# Table 2 of the paper and the published config.json files (../shared/FACTS.md section 1).
+# Table 2 of the paper and the published config.json files (docs/references.md#table-2).
 PRESETS: dict[str, dict[str, Any]] = {
     "deepseek-llm-7b": dict(
         vocab_size=102400, d_model=4096, n_layers=30, n_heads=32, n_kv_heads=32, d_ff=11008, max_seq_len=4096
@@ -763,7 +763,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
     # For tests and quick experiments: GQA 2:1, two layers.
     "tiny": dict(vocab_size=256, d_model=64, n_layers=2, n_heads=4, n_kv_heads=2, d_ff=176, max_seq_len=128),
-    # DeepSeekMoE 16B (config.json of deepseek-ai/deepseek-moe-16b-base; ../shared/FACTS.md section 8): the 7B's
+    # DeepSeekMoE 16B (config.json of deepseek-ai/deepseek-moe-16b-base; docs/references.md#deepseekmoe): the 7B's
     # vocabulary, 28 MHA layers of width 2048; layer 0 dense (d_ff 10944), then 2 shared + 64 routed experts of
     # width 1408 with 6 routed per token. The paper initialises with std 0.006 (the config.json says 0.02).
     "deepseek-moe-16b": dict(

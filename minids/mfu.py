@@ -5,7 +5,7 @@
 FLOPs per token come from the one formula in accounting.py, `matmul_flops_per_token`: 2 FLOPs per weight of
 every matrix product (all layers and the lm_head) plus attention's two products with the causal halving
 (token i sees i + 1 keys), times 3 for a training step (forward + backward). The peak is always a
-parameter: an H200 measured about 790e12 bf16 FLOP/s (../shared/FACTS.md, section 6); other cards, other
+parameter: an H200 measured about 790e12 bf16 FLOP/s (docs/references.md#h200); other cards, other
 dtypes and the CPU have other peaks, and `measure_matmul_peak` measures the one in front of you.
 
 The roofline: a kernel that does F FLOPs while moving B bytes has arithmetic intensity I = F / B and can run
@@ -39,7 +39,7 @@ def mfu(tokens_per_s: float, config: ModelConfig, seq_len: int, peak_flops: floa
     """Fraction of `peak_flops` (FLOP/s of the device, e.g. 790e12 for a measured H200 in bf16) achieved.
 
     >>> cfg = ModelConfig.preset("deepseek-llm-7b")
-    >>> round(mfu(36_900, cfg, 4096, peak_flops=790e12), 2)  # transformers' prefill on the H200 (FACTS 6)
+    >>> round(mfu(36_900, cfg, 4096, peak_flops=790e12), 2)  # transformers' H200 prefill (references.md#h200)
     0.65
     """
     _check_positive(peak_flops=peak_flops)

@@ -30,7 +30,7 @@ import numpy as np
 from .accounting import count_params, paper_M
 from .config import ModelConfig
 
-# ---- the fitted constants (paper section 3; ../shared/FACTS.md section 3) ---------------------------
+# ---- the fitted constants (paper section 3; docs/references.md#scaling-laws) ---------------------------
 LR_COEFF, LR_EXP = 0.3118, -0.1250  # Eq. 1, η_opt
 BATCH_COEFF, BATCH_EXP = 0.2920, 0.3271  # Eq. 1, B_opt in tokens
 M_OPT_COEFF, M_OPT_EXP = 0.1715, 0.5243  # Eq. 4, current data

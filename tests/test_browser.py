@@ -32,7 +32,8 @@ from pathlib import Path
 import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted((ROOT / "notebooks").glob("[0-9][0-9]*_*.ipynb"))
+# Every notebook a learner can open: the main chapters, the labs beside them and the exercise solutions.
+CHAPTERS = sorted(p for p in (ROOT / "notebooks").rglob("[0-9][0-9]*_*.ipynb") if ".ipynb_checkpoints" not in p.parts)
 CHROMIUM = os.environ.get("MINIDS_CHROMIUM", "/usr/bin/chromium")
 RUN_ALL_TIMEOUT_S = 180  # a chapter must run in under 60 s on a laptop; a shared CI core gets 3x
 WINDOW = {"width": 1280, "height": 900}
@@ -235,7 +236,7 @@ def runs(lab, browser, screenshots, request):
                     except Exception as exc:  # noqa: BLE001: recorded, the chapter's test fails with it
                         _close(page, rel)
                         if attempt == 1:
-                            results[chapter.name] = {"error": f"opening failed twice: {exc}"}
+                            results[rel] = {"error": f"opening failed twice: {exc}"}
             for i, (chapter, started, opened) in list(active.items()):
                 page, rel = pages[i], chapter.relative_to(ROOT).as_posix()
                 try:
@@ -243,13 +244,13 @@ def runs(lab, browser, screenshots, request):
                         page.wait_for_timeout(500)  # images decode after the last output arrives
                         state = page.evaluate(STATE_JS)
                         page.screenshot(path=str(screenshots / f"{chapter.stem}.png"))
-                        results[chapter.name] = {"opened": opened, "state": state, "seconds": time.time() - started}
+                        results[rel] = {"opened": opened, "state": state, "seconds": time.time() - started}
                     elif time.time() - started > RUN_ALL_TIMEOUT_S:
-                        results[chapter.name] = {"error": f"Run All did not finish in {RUN_ALL_TIMEOUT_S} s"}
+                        results[rel] = {"error": f"Run All did not finish in {RUN_ALL_TIMEOUT_S} s"}
                     else:
                         continue
                 except Exception as exc:  # noqa: BLE001
-                    results[chapter.name] = {"error": f"running failed: {exc}"}
+                    results[rel] = {"error": f"running failed: {exc}"}
                 _close(page, rel)
                 del active[i]
             pages[0].wait_for_timeout(500)
@@ -259,15 +260,17 @@ def runs(lab, browser, screenshots, request):
             page.close()
 
 
-@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.stem for p in CHAPTERS])
+@pytest.mark.parametrize("chapter", CHAPTERS, ids=[p.relative_to(ROOT / "notebooks").with_suffix("").as_posix()
+                                                 for p in CHAPTERS])
 def test_chapter_runs_in_jupyterlab(chapter, runs):
-    result = runs[chapter.name]
-    assert "error" not in result, f"{chapter.name}: {result.get('error')}"
+    rel = chapter.relative_to(ROOT).as_posix()
+    result = runs[rel]
+    assert "error" not in result, f"{rel}: {result.get('error')}"
     opened, state = result["opened"], result["state"]
-    assert not opened["dirty"], f"{chapter.name} opens marked unsaved (JupyterLab changed it on opening)"
-    assert not state["errors"], f"{chapter.name}: error output in the browser: {state['errors']}"
-    assert state["executed"] == state["code"], f"{chapter.name}: {state['executed']} of {state['code']} code cells ran"
+    assert not opened["dirty"], f"{rel} opens marked unsaved (JupyterLab changed it on opening)"
+    assert not state["errors"], f"{rel}: error output in the browser: {state['errors']}"
+    assert state["executed"] == state["code"], f"{rel}: {state['executed']} of {state['code']} code cells ran"
     stored = _stored_images(chapter)
-    assert state["images"] == stored, f"{chapter.name}: {state['images']} images rendered, the stored notebook has {stored}"
-    assert not state["too_wide"], (f"{chapter.name}: printed lines wider than the output area in a "
+    assert state["images"] == stored, f"{rel}: {state['images']} images rendered, the stored notebook has {stored}"
+    assert not state["too_wide"], (f"{rel}: printed lines wider than the output area in a "
                                    f"{WINDOW['width']} px window: {state['too_wide']}")

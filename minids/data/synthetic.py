@@ -10,7 +10,7 @@ followed by ONE query, for the last variable of a chain drawn at random (so k is
 Answering "?m=" needs k dependent look-ups (find m's statement, read w, find w's statement, read c, ...):
 each needs the result of the one before, which is what depth is for (a transformer layer can do a bounded
 number of look-ups in sequence; Sanford, Hsu and Telgarsky 2024 show k-hop needs depth that grows like
-log k, FACTS section 4). The variables are distinct random letters, so nothing but the look-ups can give the
+log k, docs/references.md#hop-k). The variables are distinct random letters, so nothing but the look-ups can give the
 answer; the digits are random, so guessing one of the digits in the context is right about 1/4 of the time
 (`context_digit_baseline` computes the exact number for an evaluation set).
 

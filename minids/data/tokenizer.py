@@ -1,6 +1,6 @@
 """ByteTokenizer: text <-> UTF-8 bytes, one token per byte (vocab_size 256).
 
-DeepSeek LLM uses a byte-level BPE of 100,000 merges (FACTS section 1); its base alphabet is these same 256
+DeepSeek LLM uses a byte-level BPE of 100,000 merges (docs/references.md#tokenizer); its base alphabet is these same 256
 bytes. Without the merges every character of English is one token, so sequences are longer, but the
 tokenizer has nothing to train, cannot meet an unknown character, and is the same on every machine.
 """
