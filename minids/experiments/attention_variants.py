@@ -1,6 +1,6 @@
 """MHA vs GQA vs MLA: what a cached token costs at decode time, and what each buys in held-out loss.
 
-    python -m minids.experiments.attention_variants cuda --results-dir data/results   # one H100/H200, ~6 min
+    python -m minids.experiments.attention_variants cuda --deadline-s 250   # one H100/H200, about 4 minutes
     python -m minids.experiments.attention_variants quick                             # a CPU, seconds (CI)
 
 Two parts, each written to its own file as soon as it has something (atomically):
@@ -9,7 +9,7 @@ cost (attention_cost_<setting>.json). One attention layer of DeepSeek-V2-Lite's 
 of 128) decoding ONE new token per sequence against a cache of s positions, bf16, eager PyTorch: MHA (16 KV
 heads), GQA 2:1 (8 KV heads), GQA 8:1 (2 KV heads, the 67B's ratio), and V2-Lite's MLA (d_c 512, d_h^R 64)
 through its absorbed and its decompressed path. For contexts s of 1K-32K and batches of 1-64, the median time
-of a step (20 repeats) against its bytes floor: (the layer's weights + the cache it must read) / the measured
+of a step (10 repeats on the GPU) against its bytes floor: (the layer's weights + the cache it must read) / the measured
 copy bandwidth. And how many 4K-token sequences fit in the device's memory beside the whole model's bf16
 weights: V2-Lite (MLA) against the same model with each GQA/MHA attention instead.
 
@@ -91,9 +91,9 @@ class CostSetting:
 
 
 SETTINGS = {
-    "cuda": (QualitySetting(d_model=256, n_layers=6, n_heads=8, d_ff=688, seq_len=256, batch=32, steps=800,
+    "cuda": (QualitySetting(d_model=256, n_layers=6, n_heads=8, d_ff=688, seq_len=256, batch=64, steps=500,
                             evals=2),
-             CostSetting(contexts=(1024, 4096, 16384, 32768), batches=(1, 8, 64))),
+             CostSetting(contexts=(1024, 4096, 16384, 32768), batches=(1, 8, 64), repeats=10)),
     "quick": (QualitySetting(d_model=64, n_layers=2, n_heads=8, d_ff=64, seq_len=32, batch=8, steps=12, evals=2,
                              seeds=(0, 1, 2), val_windows=8, text_chars=40_000, ngram_order=3),
               CostSetting(contexts=(16, 64), batches=(1, 2), d_model=64, n_heads=8, repeats=2)),
