@@ -1,6 +1,6 @@
 """MHA vs GQA vs MLA: what a cached token costs at decode time, and what each buys in held-out loss.
 
-    python -m minids.experiments.attention_variants cuda --deadline-s 250   # one H100/H200, about 4 minutes
+    python -m minids.experiments.attention_variants cuda --deadline-s 250   # one H100: 167 s for both parts
     python -m minids.experiments.attention_variants quick                             # a CPU, seconds (CI)
 
 Two parts, each written to its own file as soon as it has something (atomically):

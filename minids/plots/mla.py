@@ -8,7 +8,7 @@ import statistics
 import matplotlib.pyplot as plt
 
 COLORS = {"MHA": "C0", "GQA 2:1": "C1", "GQA 8:1": "C2", "MLA absorbed": "C3", "MLA decompressed": "C4",
-          "mha": "C0", "gqa": "C2", "mla": "C3"}
+          "mha": "C0", "gqa": "C5", "mla": "C3"}
 
 
 def plot_cache_per_token(rows: dict[str, int]):
@@ -48,7 +48,7 @@ def plot_decode_and_quality(cost: dict, quality: dict, batch: int = 64):
         x = rs[0]["kv_bytes_per_token_bf16"]
         right.plot([x] * len(rs), [r["final"]["val_bpb"] for r in rs], "o", color=COLORS.get(v), alpha=0.4)
         right.plot([x], [statistics.fmean(r["final"]["val_bpb"] for r in rs)], "D", ms=9, color=COLORS.get(v),
-                   label=f"{v.upper()} ({rs[0]['attention']}), mean of {len(rs)}")
+                   label=f"{rs[0]['attention']}, mean of {len(rs)} seeds")
     right.set(xscale="log", xlabel="KV cache per token, all layers, bf16 (bytes)",
               ylabel="held-out bits per byte (lower is better)", title="same parameters, tokens and recipe")
     right.legend(fontsize=8)
