@@ -297,3 +297,36 @@ def test_static_decoder_refuses_mla_with_a_pointer_to_generate():
 
     with pytest.raises(ValueError, match="multi-head latent attention .* minids.generate"):
         StaticDecoder(DeepSeekLM(tiny_v3()))
+
+
+def test_yarn_frequencies_and_scales_equal_transformers():
+    from transformers.modeling_rope_utils import ROPE_INIT_FUNCTIONS
+
+    from transformers.models.deepseek_v3.modeling_deepseek_v3 import yarn_apply_mscale
+
+    from minids.yarn import yarn_inv_freq
+
+    for name in ("deepseek-v3", "deepseek-v2-lite"):
+        config = ModelConfig.preset(name)
+        hf = transformers.AutoConfig.for_model(**config.to_hf_dict())
+        inv_freq, attention_factor = ROPE_INIT_FUNCTIONS["yarn"](hf, "cpu")
+        assert torch.allclose(yarn_inv_freq(64, config.rope_theta, config.rope_scaling), inv_freq, rtol=1e-6)
+        assert config.rope_scaling.attention_factor == pytest.approx(attention_factor)
+        want = yarn_apply_mscale(hf.rope_parameters, 192 ** -0.5)  # DeepseekV3Attention.scaling's rule
+        assert MultiHeadLatentAttention(config, device="meta").softmax_scale == pytest.approx(want)
+
+
+def test_decode_flops_per_cached_token_of_both_paths():
+    from minids.accounting import mla_decode_flops_per_token, matmul_flops_per_token
+
+    v3 = ModelConfig.preset("deepseek-v3")
+    per_key = {a: (mla_decode_flops_per_token(v3, 1, a) - mla_decode_flops_per_token(v3, 0, a)) / 61
+               for a in (False, True)}
+    # decompressed: kv_b_proj on the cached latent (2 x 512 x 128 x 256) + scores and values (2 x 128 x (192 + 128))
+    assert per_key[False] == 2 * 512 * 128 * 256 + 2 * 128 * 320
+    assert per_key[True] == 2 * 128 * (512 + 64) + 2 * 128 * 512  # absorbed: one 576-wide key, one 512-wide value
+    # a prefill (decompressed, causal): 2 per weight plus 2 h (d_qk + d_v) per visible key
+    tiny = tiny_v3()
+    p = count_params(tiny)
+    keys = 3 * (8 + 1) / 2
+    assert matmul_flops_per_token(tiny, 8) == 2 * (p.attention + p.active_ffn + p.lm_head) + 2 * 4 * (12 + 12) * keys
