@@ -87,7 +87,8 @@ def main():
              "Built by `python benchmarks/make_results_md.py` from `benchmarks/results/*.json` (do not edit by "
              "hand). MFU = tokens/s x `minids.accounting.matmul_flops_per_token` (every matrix product, causal "
              "attention halving, x3 for training) / the peak given to the script (the records' `peak_flops`; "
-             "790e12 = the bf16 matmul peak measured on the H200, ../shared/FACTS.md section 6).", ""]
+             "790e12 = the bf16 matmul peak measured on the H200, "
+             "[docs/references.md](../docs/references.md#h200)).", ""]
     pending = [f"`{name}` ({cmd})" for name, cmd in EXPECTED.items() if name not in everything]
     if pending:
         lines += ["Pending (not measured yet): " + "; ".join(pending) + ".", ""]

@@ -229,6 +229,7 @@ class GroupedQueryAttention(nn.Module):
         """
         if self.window is not None:
             return self._windowed(x, cos, sin, kv_cache, need_weights, mask)
+        # region: readable (chapter 03; the other branches are taught in chapters 07 and 12)
         start = kv_cache.length if kv_cache is not None else 0
         q = rearrange(self.q_proj(x), "b t (h d) -> b h t d", h=self.n_heads)
         k = rearrange(self.k_proj(x), "b t (k d) -> b k t d", k=self.n_kv_heads)
@@ -239,25 +240,30 @@ class GroupedQueryAttention(nn.Module):
 
         t = x.shape[1]
         weights = None
+        # endregion
         if self.impl == "flex" and flex_usable(q) and start == 0 and t > 1 and mask is None and not need_weights:
             out = flex_window_attention(q, k, v, None)  # full causal through FlexAttention (for comparisons)
         elif t == 1 and self.impl != "einsum" and not need_weights:
             # one new token: no copy of the cache, and no mask unless some keys are padding
             out = decode_attention(q, k, v, mask=mask)  # a (b, 1, 1, s) mask broadcasts over (b, k, r, s)
         else:
+            # region: readable (the explicit path: repeat the KV heads, then einsum attention)
             # Repeat each key/value head for the r query heads of its group.
             k = repeat(k, "b k s d -> b (k r) s d", r=self.n_rep)
             v = repeat(v, "b k s d -> b (k r) s d", r=self.n_rep)
             if self.impl == "einsum" or need_weights:
                 out, weights = einsum_attention(q, k, v, causal_mask(t, start, device=x.device) if mask is None else mask)
+            # endregion
             elif mask is not None:
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask)
             elif start == 0:
                 out = F.scaled_dot_product_attention(q, k, v, is_causal=True)
             else:  # a chunk after a cached prefix; is_causal would align the mask to the wrong corner
                 out = F.scaled_dot_product_attention(q, k, v, attn_mask=causal_mask(t, start, device=x.device))
+        # region: readable
         out = self.o_proj(rearrange(out, "b h t d -> b t (h d)"))
         return (out, weights) if need_weights else out
+        # endregion
 
     def _windowed(self, x, cos, sin, kv_cache, need_weights: bool, mask: torch.Tensor | None = None):
         """forward() of a sliding-window layer: the same projections, attention restricted to the band.

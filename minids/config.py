@@ -420,6 +420,7 @@ class ModelConfig:
                 f"ModelConfig.from_hf: model_type {model_type!r} is not supported; minids maps "
                 + "; ".join(f"{k!r} ({v})" for k, v in HF_MODEL_TYPES.items())
             )
+        _refuse_moe_fields_outside_deepseek(hf, model_type)
         required = {
             "vocab_size": "vocab_size",
             "hidden_size": "d_model",
@@ -442,6 +443,9 @@ class ModelConfig:
             if rope_type not in ("default", None):
                 raise ValueError(f"ModelConfig.from_hf: rope_type {rope_type!r} is not supported, only 'default'")
         scaling = hf.get("rope_scaling")
+        if scaling is not None and not isinstance(scaling, Mapping):
+            raise ValueError(f"ModelConfig.from_hf: rope_scaling must be null or an object like "
+                             f'{{"rope_type": "linear", "factor": 2.0}}, got {scaling!r}; minids supports none')
         if scaling and scaling.get("rope_type", scaling.get("type")) not in ("default", None):
             raise ValueError(f"ModelConfig.from_hf: rope_scaling {scaling!r} is not supported, only none")
         n_heads = hf["num_attention_heads"]
@@ -546,6 +550,16 @@ def _hf_window(hf: Mapping[str, Any], model_type: str) -> tuple[int | None, tupl
         elif all(t == FULL for t in types):  # a window no layer uses
             window, types = None, None
     return window, types
+
+
+def _refuse_moe_fields_outside_deepseek(hf: Mapping[str, Any], model_type: str | None) -> None:
+    """A config that sets experts but names a dense model_type (or none): LlamaConfig keeps the unknown keys and
+    builds a dense model (transformers says nothing), so minids refuses rather than guess which one was meant."""
+    if model_type in (None, "llama", "mistral", "ministral") and hf.get("n_routed_experts"):
+        raise ValueError(
+            f"ModelConfig.from_hf: the config sets n_routed_experts={hf['n_routed_experts']!r} but its model_type "
+            f"is {model_type!r}, whose model class is dense and ignores the experts; set model_type 'deepseek' "
+            "for a DeepSeekMoE model, or remove the MoE fields for a dense one")
 
 
 def _require(hf: Mapping[str, Any], key: str, allowed: tuple, why: str) -> None:
@@ -734,8 +748,9 @@ def _hf_config_as_dict(source: Any) -> dict[str, Any]:
             path = os.path.join(path, "config.json")
         if not os.path.isfile(path):
             raise FileNotFoundError(f"ModelConfig.from_hf: no config.json at {path}")
-        with open(path, encoding="utf-8") as f:
-            return json.load(f)
+        from .files import read_json
+
+        return read_json(path, expect=dict, what="model config.json")  # a damaged file is named
     if hasattr(source, "to_dict"):  # a transformers PretrainedConfig
         return source.to_dict()
     raise TypeError(

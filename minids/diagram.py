@@ -93,10 +93,12 @@ def piece_facts(piece: str, config: ModelConfig) -> list[str]:
 
 
 def you_are_here(piece: str, show: bool = True):
-    """Draw the decoder stack with `piece` highlighted and the 7B / 67B sizes beside it; return the Figure.
+    """Draw the decoder stack with `piece` highlighted and the 7B / 67B sizes beside it.
 
     `piece` is one of PIECES: embedding, rmsnorm, attention, rope, kv_cache, window, residual, ffn, moe,
-    decoder_layer, final_norm, lm_head. With show=True (a notebook) the figure is displayed and closed.
+    decoder_layer, final_norm, lm_head. In a notebook, show=True displays the figure once, closes it and
+    returns None (a returned Figure would be displayed a second time as the cell's value); with show=False, or
+    outside a notebook, the Figure is returned to draw on or save.
     """
     if piece not in PIECES:
         raise ValueError(f"you_are_here: unknown piece {piece!r}; choose one of {', '.join(PIECES)}")
@@ -160,6 +162,7 @@ def you_are_here(piece: str, show: bool = True):
             if get_ipython() is not None:
                 display(fig)
                 plt.close(fig)
+                return None
         except ImportError:
             pass
     return fig

@@ -23,6 +23,7 @@ transformers' `generate(do_sample=False)` does; the tests check both give the sa
 
 from __future__ import annotations
 
+import math
 from typing import Iterator
 
 import torch
@@ -227,8 +228,9 @@ def check_generate_args(model, ids, max_new_tokens, temperature, top_k, top_p, g
             f"generate: prompt ({ids.shape[1]}) + max_new_tokens ({max_new_tokens}) = {total} tokens exceeds "
             f"the model's max_seq_len ({limit})"
         )
-    if isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0:
-        raise ValueError(f"generate: temperature must be a number >= 0 (0 = greedy), got {temperature!r}")
+    if (isinstance(temperature, bool) or not isinstance(temperature, (int, float)) or not temperature >= 0
+            or not math.isfinite(temperature)):  # inf would divide every logit to 0: uniform sampling, silently
+        raise ValueError(f"generate: temperature must be a number >= 0, and finite (0 = greedy), got {temperature!r}")
     if top_k is not None and (isinstance(top_k, bool) or not isinstance(top_k, int) or top_k < 1):
         raise ValueError(f"generate: top_k must be None or an int >= 1, got {top_k!r}")
     if top_p is not None and (isinstance(top_p, bool) or not isinstance(top_p, (int, float)) or not 0 < top_p <= 1):

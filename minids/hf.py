@@ -65,8 +65,12 @@ def load_hf(cls, source, device="cpu", dtype: torch.dtype | None = None):
         config = ModelConfig.from_hf(source)
         dtype = dtype or _checkpoint_dtype(source)
         shards = _shard_files(source)
-        shapes = dict(_shard_shapes(shards))
+        shapes = _checked_shard_shapes(source, shards)
         tensors = lambda: _shard_tensors(shards)  # noqa: E731
+    elif isinstance(source, (str, os.PathLike)):
+        what = "is a file, not a folder" if os.path.exists(source) else "does not exist: no such folder"
+        raise FileNotFoundError(f"DeepSeekLM.from_hf: {os.fspath(source)} {what} (expected a folder with "
+                                "config.json and *.safetensors shards)")
     else:
         raise TypeError(
             "DeepSeekLM.from_hf takes a transformers LlamaForCausalLM or a folder with config.json and "
@@ -131,8 +135,9 @@ def _check_names_and_shapes(model: nn.Module, shapes: dict[str, tuple]) -> None:
 
 
 def _checkpoint_dtype(folder) -> torch.dtype:
-    with open(os.path.join(folder, "config.json"), encoding="utf-8") as f:
-        cfg = json.load(f)
+    from .files import read_json
+
+    cfg = read_json(os.path.join(folder, "config.json"), expect=dict, what="model config.json")
     name = cfg.get("dtype") or cfg.get("torch_dtype") or "float32"  # transformers 5 writes "dtype"
     dtype = getattr(torch, str(name).replace("torch.", ""), None)
     if not isinstance(dtype, torch.dtype):
@@ -140,7 +145,18 @@ def _checkpoint_dtype(folder) -> torch.dtype:
     return dtype
 
 
+INDEX = "model.safetensors.index.json"  # transformers' map from each weight's name to the shard holding it
+
+
 def _shard_files(folder) -> list[str]:
+    """The index's shards when the folder has model.safetensors.index.json (as transformers reads it), else
+    every *.safetensors file."""
+    if os.path.isfile(os.path.join(folder, INDEX)):
+        files = sorted({os.path.join(folder, f) for f in _index_map(folder).values()})
+        absent = [f for f in files if not os.path.isfile(f)]
+        if absent:
+            raise FileNotFoundError(f"{os.path.join(folder, INDEX)} names shards that are not there: {absent[:3]}")
+        return files
     files = sorted(glob.glob(os.path.join(folder, "*.safetensors")))
     if not files:
         files = sorted(glob.glob(os.path.join(folder, "pytorch_model*.bin")))
@@ -149,12 +165,60 @@ def _shard_files(folder) -> list[str]:
     return files
 
 
+def _index_map(folder) -> dict[str, str]:
+    from .files import DamagedFileError, read_json
+
+    path = os.path.join(folder, INDEX)
+    weight_map = read_json(path, expect=dict, what="safetensors index").get("weight_map")
+    if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
+        raise DamagedFileError(f"{path} has no weight_map of tensor name -> shard file name")
+    return weight_map
+
+
+# safetensors' names of the floating dtypes; a weight stored as anything else (I32, I64, BOOL) is not a weight.
+_FLOAT_DTYPES = {"F64", "F32", "F16", "BF16", "F8_E4M3", "F8_E5M2"}
+
+
+def _checked_shard_shapes(folder, files: list[str]) -> dict[str, tuple]:
+    """Every tensor's shape, refusing what transformers would load wrongly or silently: a tensor stored in two
+    files (which copy wins depends on file order), a shard that disagrees with the index, a weight stored as
+    integers (copying it into a float parameter would cast it silently)."""
+    where: dict[str, str] = {}
+    shapes: dict[str, tuple] = {}
+    for path in files:
+        if not path.endswith(".safetensors"):
+            shapes.update(_shard_shapes([path]))
+            continue
+        from .files import open_safetensors
+
+        with open_safetensors(path) as f:
+            for key in f.keys():
+                if key in where:
+                    raise CheckpointError(f"tensor {key} is stored twice, in {where[key]} and in {path}; remove the "
+                                          "stray file (or write a model.safetensors.index.json naming the right one)")
+                where[key] = path
+                piece = f.get_slice(key)
+                if piece.get_dtype() not in _FLOAT_DTYPES and not _IGNORED.search(key):
+                    raise CheckpointError(f"tensor {key} in {path} is stored as {piece.get_dtype()}, not a floating "
+                                          "dtype: a weight would be cast from integers silently; the file is not a "
+                                          "model checkpoint, or a wrong tensor was saved under this name")
+                shapes[key] = tuple(piece.get_shape())
+    if os.path.isfile(os.path.join(folder, INDEX)):
+        index = {k: os.path.join(folder, v) for k, v in _index_map(folder).items()}
+        wrong = sorted(k for k in set(index) | set(where) if index.get(k) != where.get(k))
+        if wrong:
+            k = wrong[0]
+            raise CheckpointError(f"{os.path.join(folder, INDEX)} does not match its shards for {len(wrong)} tensors, "
+                                  f"e.g. {k}: the index says {index.get(k)}, the shards hold it in {where.get(k)}")
+    return shapes
+
+
 def _shard_shapes(files: list[str]) -> Iterator[tuple[str, tuple]]:
     for path in files:
         if path.endswith(".safetensors"):
-            from safetensors import safe_open
+            from .files import open_safetensors
 
-            with safe_open(path, framework="pt") as f:
+            with open_safetensors(path) as f:
                 for key in f.keys():  # reads the header only
                     yield key, tuple(f.get_slice(key).get_shape())
         else:
@@ -166,9 +230,9 @@ def _shard_tensors(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
     """One tensor at a time, so only one tensor besides the model is ever in memory."""
     for path in files:
         if path.endswith(".safetensors"):
-            from safetensors import safe_open
+            from .files import open_safetensors
 
-            with safe_open(path, framework="pt") as f:
+            with open_safetensors(path) as f:
                 for key in f.keys():
                     yield key, f.get_tensor(key)
         else:
@@ -178,7 +242,13 @@ def _shard_tensors(files: list[str]) -> Iterator[tuple[str, torch.Tensor]]:
 # ---- writing a folder that transformers loads --------------------------------------------------------
 
 
-def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | None = None):
+# What a Hugging Face model folder holds: save_hf replaces a folder only if it holds nothing else.
+MODEL_FOLDER_FILES = {"config.json", "generation_config.json", "model.safetensors.index.json", "tokenizer.json",
+                      "tokenizer_config.json", "special_tokens_map.json"}
+
+
+def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | str | None = None,
+            overwrite: bool = False):
     """Write `model` (and a minids Tokenizer) as a Hugging Face model folder, atomically.
 
     folder/config.json          LlamaForCausalLM's config (ModelConfig.to_hf_dict), with dtype and bos/eos ids
@@ -188,19 +258,27 @@ def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | None 
 
     Everything is written into a temporary folder beside `folder`, which then takes its place by rename: a
     crash leaves the old folder (or none), never half of a new one. Returns the folder's Path.
+
+    An existing `folder` is replaced only if it is a model folder (config.json, *.safetensors, the tokenizer
+    files, nothing else) or empty; a folder of other files, or a regular file, is refused (FileExistsError
+    saying what is there) unless overwrite=True. transformers' save_pretrained never deletes the user's files
+    either. `tokenizer` is a minids Tokenizer or the path of a tokenizer.json (or of its folder); `dtype` a
+    torch floating dtype or its name ("bfloat16").
     """
     from pathlib import Path
 
     from safetensors.torch import save_file
 
-    from .results import atomic_folder
+    from .results import atomic_folder, folder_of
 
     folder = Path(folder)
     config = model.config
+    tokenizer, dtype = _tokenizer_arg(tokenizer), _dtype_arg(dtype)
     if tokenizer is not None and tokenizer.vocab_size > config.vocab_size:
         raise ValueError(f"save_hf: the tokenizer has {tokenizer.vocab_size:,} tokens but the model's vocab_size is "
                          f"{config.vocab_size:,}; ids past the embedding would have no row")
-    with atomic_folder(folder) as tmp:
+    recognise = folder_of(MODEL_FOLDER_FILES, (".safetensors",), ("config.json",))
+    with atomic_folder(folder, "model folder", recognise, overwrite, "save_hf") as tmp:
         state = {k: (v.detach().to(dtype) if dtype else v.detach()).contiguous().cpu()
                  for k, v in to_hf_state_dict(model).items()}
         save_file(state, str(tmp / "model.safetensors"), metadata={"format": "pt"})
@@ -218,3 +296,28 @@ def save_hf(model: nn.Module, folder, tokenizer=None, dtype: torch.dtype | None 
                 "clean_up_tokenization_spaces": False, **names}, indent=1, ensure_ascii=False))
         (tmp / "config.json").write_text(json.dumps(hf, indent=1))
     return folder
+
+
+def _tokenizer_arg(tokenizer):
+    """save_hf's tokenizer: None, a minids Tokenizer, or the path of a tokenizer.json (or of its folder)."""
+    from .tokenizer import Tokenizer
+
+    if tokenizer is None or isinstance(tokenizer, Tokenizer):
+        return tokenizer
+    if isinstance(tokenizer, (str, os.PathLike)):
+        return Tokenizer.from_dir(tokenizer) if os.path.isdir(tokenizer) else Tokenizer.from_file(tokenizer)
+    raise TypeError(f"save_hf: tokenizer must be None, a minids Tokenizer or the path of a tokenizer.json, "
+                    f"got {type(tokenizer).__name__}")
+
+
+def _dtype_arg(dtype):
+    """save_hf's dtype: None (keep the weights' own), a torch floating dtype, or its name ("bfloat16")."""
+    if isinstance(dtype, str):
+        named = getattr(torch, dtype.replace("torch.", ""), None)
+        if not isinstance(named, torch.dtype):
+            raise ValueError(f"save_hf: dtype {dtype!r} is not a torch dtype; use e.g. 'float32' or 'bfloat16'")
+        dtype = named
+    if dtype is not None and (not isinstance(dtype, torch.dtype) or not dtype.is_floating_point):
+        raise ValueError(f"save_hf: dtype must be None or a floating torch dtype (torch.bfloat16, 'float16', ...), "
+                         f"got {dtype!r}")
+    return dtype

@@ -29,7 +29,6 @@ both forms. peft's task_type stays unset: "CAUSAL_LM" would ask the model for tr
 from __future__ import annotations
 
 import copy
-import json
 import os
 from pathlib import Path
 from typing import Iterable
@@ -109,6 +108,11 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: float | None = None, targets
     alpha None means 2r (alpha 16 at r = 8, a common choice). peft freezes every base weight, wraps the
     model IN PLACE (`model`'s projections become peft LoRA layers) and initialises A like a Linear and B to
     zero, so the output is unchanged until training moves B. The peft model is called like the DeepSeekLM.
+
+    A DeepSeekLM that already carries adapters (apply_lora ran on it before: a notebook cell run twice) is
+    refused: wrapping it again would start new adapters over the trained ones. peft's get_peft_model sees the
+    same case and only warns ("modify a model with PEFT for a second time"); minids refuses, since the trained
+    A and B would be lost.
     """
     from .model import DeepSeekLM
 
@@ -117,12 +121,24 @@ def apply_lora(model: nn.Module, r: int = 8, alpha: float | None = None, targets
         raise TypeError("apply_lora: the model already carries adapters; merge(peft_model) first, or train these")
     if not isinstance(model, DeepSeekLM):
         raise TypeError(f"apply_lora takes a DeepSeekLM, got {type(model).__name__}")
+    _refuse_second_adapter(model, "apply_lora")
     alpha = _check_rank(r, alpha)
     if not 0 <= dropout < 1:
         raise ValueError(f"LoRA dropout must lie in [0, 1), got {dropout!r}")
     config = peft.LoraConfig(r=r, lora_alpha=alpha, target_modules=list(resolve_targets(targets)),
                              lora_dropout=dropout, bias="none")
     return peft.get_peft_model(model, config)
+
+
+def _refuse_second_adapter(model: nn.Module, caller: str) -> None:
+    from peft.tuners.tuners_utils import BaseTunerLayer
+
+    wrapped = [name for name, m in model.named_modules() if isinstance(m, BaseTunerLayer)]
+    if wrapped:
+        raise ValueError(f"{caller}: this DeepSeekLM already carries LoRA adapters ({len(wrapped)} wrapped "
+                         f"projections, e.g. {wrapped[0]}) from an earlier apply_lora or load_adapter; keep "
+                         "training the peft model it returned, merge(peft_model) first, or start from a fresh "
+                         "model. Wrapping again would replace the trained adapters.")
 
 
 def _lora_config(peft_model):
@@ -164,7 +180,8 @@ def from_llama_key(key: str) -> str:
     return PREFIX + minids_name(key[len(PREFIX):])
 
 
-def save_adapter(peft_model, folder: str | os.PathLike, base_model_name_or_path: str | None = None) -> Path:
+def save_adapter(peft_model, folder: str | os.PathLike, base_model_name_or_path: str | None = None,
+                 overwrite: bool = False) -> Path:
     """Write the adapter (A and B only, not the base weights) as peft writes one for a LlamaForCausalLM.
 
     folder/adapter_config.json         peft's LoraConfig (target names are Llama's: q_proj ... down_proj)
@@ -172,10 +189,15 @@ def save_adapter(peft_model, folder: str | os.PathLike, base_model_name_or_path:
 
     Atomic (a temporary folder renamed into place). base_model_name_or_path is recorded for peft's
     AutoPeftModel (for example the folder that DeepSeekLM.save_hf wrote). Returns the folder's Path.
+
+    An existing `folder` is replaced only if it is an adapter folder (adapter_config.json with the adapter's
+    weights and peft's README.md, nothing else) or empty: a model folder (save_hf's), any other folder or a
+    regular file is refused (FileExistsError) unless overwrite=True. peft's save_pretrained never deletes
+    what it did not write either; minids replaces the folder whole, so it must know the folder is its own.
     """
     from safetensors.torch import save_file
 
-    from .results import atomic_folder
+    from .results import atomic_folder, folder_of
 
     peft = _peft()
     config = copy.deepcopy(_lora_config(peft_model))
@@ -187,7 +209,8 @@ def save_adapter(peft_model, folder: str | os.PathLike, base_model_name_or_path:
     config.inference_mode = True
     config.task_type = None
     config.base_model_name_or_path = base_model_name_or_path
-    with atomic_folder(folder) as tmp:
+    recognise = folder_of({ADAPTER_CONFIG, ADAPTER_WEIGHTS, "adapter_model.bin", "README.md"}, (), (ADAPTER_CONFIG,))
+    with atomic_folder(folder, "LoRA adapter folder", recognise, overwrite, "save_adapter") as tmp:
         save_file(tensors, str(tmp / ADAPTER_WEIGHTS), metadata={"format": "pt"})
         config.save_pretrained(str(tmp), auto_mapping_dict=LLAMA_AUTO_MAPPING)
     return Path(folder)
@@ -200,8 +223,7 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike, trainable: bool = 
     every wrapped module must get its A and B, with matching shapes; otherwise nothing is half-applied
     silently, the error lists what did not match. trainable=True leaves A and B trainable (to go on training).
     """
-    from safetensors.torch import load_file
-
+    from .files import load_safetensors, read_json
     from .model import DeepSeekLM
 
     peft = _peft()
@@ -211,14 +233,14 @@ def load_adapter(model: nn.Module, folder: str | os.PathLike, trainable: bool = 
     for name in (ADAPTER_CONFIG, ADAPTER_WEIGHTS):
         if not (folder / name).is_file():
             raise FileNotFoundError(f"load_adapter: {folder} has no {name} (expected a peft LoRA adapter folder)")
-    with open(folder / ADAPTER_CONFIG, encoding="utf-8") as f:
-        peft_type = json.load(f).get("peft_type")
+    _refuse_second_adapter(model, "load_adapter")
+    peft_type = read_json(folder / ADAPTER_CONFIG, expect=dict, what="peft adapter_config.json").get("peft_type")
     if peft_type != "LORA":
         raise ValueError(f"load_adapter: {folder} holds a {peft_type} adapter; minids loads LoRA adapters")
     config = peft.LoraConfig.from_pretrained(str(folder))
     config.inference_mode = not trainable
     config.task_type = None  # a Llama adapter saved as CAUSAL_LM applies to the same modules here
-    state = {from_llama_key(k): v for k, v in load_file(str(folder / ADAPTER_WEIGHTS)).items()}
+    state = {from_llama_key(k): v for k, v in load_safetensors(folder / ADAPTER_WEIGHTS).items()}
     peft_model = peft.get_peft_model(model, config)
     expected = {k: tuple(v.shape) for k, v in peft.get_peft_model_state_dict(peft_model).items()}
     missing = sorted(set(expected) - set(state))

@@ -227,11 +227,12 @@ class DeepSeekLM(nn.Module):
 
         return load_hf(cls, source, device=device, dtype=dtype)
 
-    def save_hf(self, folder, tokenizer=None, dtype: torch.dtype | None = None):
-        """Write a folder that transformers' AutoModelForCausalLM (and AutoTokenizer) load; atomic (hf.py)."""
+    def save_hf(self, folder, tokenizer=None, dtype: torch.dtype | str | None = None, overwrite: bool = False):
+        """Write a folder that transformers' AutoModelForCausalLM (and AutoTokenizer) load; atomic (hf.py).
+        An existing folder is replaced only if it is a model folder, unless overwrite=True."""
         from .hf import save_hf
 
-        return save_hf(self, folder, tokenizer=tokenizer, dtype=dtype)
+        return save_hf(self, folder, tokenizer=tokenizer, dtype=dtype, overwrite=overwrite)
 
     def to_hf_state_dict(self) -> dict[str, torch.Tensor]:
         """This model's weights under Llama-format checkpoint names (model.layers.0.self_attn.q_proj.weight...)."""

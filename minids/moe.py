@@ -169,6 +169,7 @@ class DeepSeekMoE(nn.Module):
         return route(logits, self.top_k, self.scoring, self.norm_topk_prob, self.routed_scaling, self.expert_bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        self._check_input(x)
         b = x.shape[0]
         u = rearrange(x, "b t d -> (b t) d")
         routing = self.route(u)
@@ -179,6 +180,22 @@ class DeepSeekMoE(nn.Module):
         y = y.to(u.dtype)
         self._record(routing, n_sequences=b if self.aux_loss_per_sequence else 1)
         return rearrange(y, "(b t) d -> b t d", b=b)
+
+    def _check_input(self, x: torch.Tensor) -> None:
+        """x must be (batch, seq, d_model) with at least one token, in the weights' dtype (or under autocast,
+        which casts it): einops' and matmul's own errors would not say which of these is wrong."""
+        d = self.gate.in_features
+        if not isinstance(x, torch.Tensor):
+            raise TypeError(f"DeepSeekMoE takes a tensor (batch, seq, d_model={d}), got {type(x).__name__}")
+        if x.ndim != 3 or x.shape[-1] != d:
+            raise ValueError(f"DeepSeekMoE: input must have shape (batch, seq, d_model={d}), got {tuple(x.shape)}"
+                             + (" (add the batch axis: x[None])" if x.ndim == 2 and x.shape[-1] == d else ""))
+        if x.shape[0] == 0 or x.shape[1] == 0:
+            raise ValueError(f"DeepSeekMoE: input has no tokens (shape {tuple(x.shape)}); batch and seq must be >= 1")
+        weight = self.gate.weight.dtype
+        if x.dtype != weight and not torch.is_autocast_enabled(x.device.type):
+            raise TypeError(f"DeepSeekMoE: input dtype {x.dtype} differs from the weights' {weight}; cast one to "
+                            f"the other (x.to({weight}) or module.to({x.dtype})), or run under torch.autocast")
 
     def routed_reference(self, u: torch.Tensor, routing: Routing) -> torch.Tensor:
         """sum_i g_{i,t} FFN_i(u_t), token by token and expert by expert, as the equation reads (T, d)."""

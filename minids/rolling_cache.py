@@ -133,9 +133,9 @@ def prefill(model, ids: torch.Tensor, cache, chunk: int | None = None) -> torch.
     """Run a prompt (b, t) into `cache` in chunks of `chunk` positions (default: the model's window, as
     Mistral does); returns the logits of the last position, (b, 1, vocab). The same logits as one pass."""
     t = ids.shape[1]
+    if chunk is not None and (isinstance(chunk, bool) or not isinstance(chunk, int) or chunk < 1):
+        raise ValueError(f"prefill: chunk must be >= 1 (an int; None means the model's window), got {chunk!r}")
     chunk = chunk or model.config.sliding_window or t
-    if chunk < 1:
-        raise ValueError(f"prefill: chunk must be >= 1, got {chunk}")
     logits = None
     for a in range(0, t, chunk):
         logits = model(ids[:, a : a + chunk], cache, last_only=True)

@@ -11,7 +11,9 @@ The paper's symbols:
 
 Eq. 2 counts a layer as 12 * d_model**2 weights (4 d² of MHA attention + 8 d² of an FFN with d_ff = 4 d
 over two matrices, or 8/3 d over three). The real 7B has 12.06 d² per layer, the GQA 67B only 10.31 d²
-(its K and V projections are 8x smaller), so for the 67B Eq. 2 overstates M by about 14%.
+(its K and V projections are 8x smaller). For the 67B, Eq. 2's weight term is therefore 16% above the real one
+(12 / 10.31), and M as a whole, whose attention term is the same either way, is 15% above the real M at
+l_seq = 4096 (497.3 against 432.7 GFLOP per token).
 `real_flops_per_token` counts M from the module's own shapes instead (through `count_params`).
 
 Every function checks that its input is inside the laws' domain (a positive, finite budget; positive

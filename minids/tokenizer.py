@@ -17,6 +17,7 @@ names the pieces, adds the begin/end-of-sentence tokens and returns plain lists 
 
 from __future__ import annotations
 
+import numbers
 import os
 from pathlib import Path
 from typing import Iterable
@@ -48,7 +49,14 @@ class Tokenizer:
         path = Path(path)
         if not path.is_file():
             raise FileNotFoundError(f"no tokenizer file at {path} (expected a Hugging Face tokenizer.json)")
-        return cls(Backend.from_file(str(path)), **kw)
+        from .files import read_json
+
+        read_json(path, expect=dict, what="tokenizer.json")  # an empty or cut-short file is named as such
+        try:
+            backend = Backend.from_file(str(path))
+        except Exception as exc:  # tokenizers raises a bare Exception with serde's message and no path
+            raise ValueError(f"{path} is JSON but not a tokenizer.json that `tokenizers` can read: {exc}") from None
+        return cls(backend, **kw)
 
     @classmethod
     def from_dir(cls, folder: str | os.PathLike, **kw) -> "Tokenizer":
@@ -80,22 +88,50 @@ class Tokenizer:
         return ([self.bos_id] if bos else []) + ids + ([self.eos_id] if eos else [])
 
     def decode(self, ids: Iterable[int] | torch.Tensor, skip_special: bool = True) -> str:
-        if isinstance(ids, torch.Tensor):
-            ids = ids.flatten().tolist()
-        ids = [int(i) for i in ids]
+        ids = self._check_ids(ids)
         bad = [i for i in ids if not 0 <= i < self.vocab_size]
         if bad:
             raise ValueError(f"Tokenizer.decode: ids must lie in [0, {self.vocab_size}), got {bad[:5]}")
         return self.backend.decode(ids, skip_special_tokens=skip_special)
 
+    @staticmethod
+    def _check_ids(ids) -> list[int]:
+        """decode's ids as a list of ints: a tensor or sequence of integers; a float, a string or a lone int is
+        refused (int() would truncate 3.7 to 3 and read "12" as token 12; transformers' decode takes a list)."""
+        if isinstance(ids, torch.Tensor):
+            if ids.is_floating_point() or ids.is_complex() or ids.dtype == torch.bool:
+                raise TypeError(f"Tokenizer.decode: ids must be an integer tensor, got dtype {ids.dtype}")
+            return ids.flatten().tolist()
+        if isinstance(ids, (str, bytes)) or not isinstance(ids, Iterable):
+            hint = " (for one token, pass [id])" if isinstance(ids, int) else ""
+            raise TypeError(f"Tokenizer.decode takes a list (or tensor) of token ids, got {type(ids).__name__} "
+                            f"{ids!r:.40}{hint}")
+        ids = list(ids)
+        bad = [i for i in ids if isinstance(i, bool) or not isinstance(i, numbers.Integral)]
+        if bad:
+            raise TypeError(f"Tokenizer.decode: every id must be an int, got {bad[:3]!r} "
+                            f"({type(bad[0]).__name__})")
+        return [int(i) for i in ids]  # numpy integers too
+
     def encode_batch(self, texts: list[str], bos: bool = False, eos: bool = False, pad_id: int | None = None,
                      left_pad: bool = False) -> tuple[torch.Tensor, torch.Tensor]:
         """(ids, attention_mask), each (batch, longest): padded with pad_id (default: eos) on the right, or on
-        the left (left_pad, as batched generation wants)."""
-        rows = [self._wrap(e.ids, bos, eos) for e in self.backend.encode_batch(list(texts), add_special_tokens=False)]
+        the left (left_pad, as batched generation wants). `texts` is a list of strings (a lone string is refused:
+        it would be encoded one character per row); pad_id must be a token id of this tokenizer."""
+        if isinstance(texts, str) or not isinstance(texts, Iterable):
+            raise TypeError(f"Tokenizer.encode_batch takes a list of strings, got {type(texts).__name__}"
+                            + (" (for one text, pass [text], or use encode)" if isinstance(texts, str) else ""))
+        texts = list(texts)
+        bad = [t for t in texts if not isinstance(t, str)]
+        if bad:
+            raise TypeError(f"Tokenizer.encode_batch: every text must be a str, got {type(bad[0]).__name__}")
+        rows = [self._wrap(e.ids, bos, eos) for e in self.backend.encode_batch(texts, add_special_tokens=False)]
         pad = self.eos_id if pad_id is None else pad_id
         if pad is None:
             raise ValueError("encode_batch needs a pad_id: this tokenizer has no eos token to pad with")
+        if isinstance(pad, bool) or not isinstance(pad, int) or not 0 <= pad < self.vocab_size:
+            raise ValueError(f"encode_batch: pad_id must be a token id, an int in [0, {self.vocab_size}), "
+                             f"got {pad!r}")
         width = max((len(r) for r in rows), default=0)
         ids = torch.full((len(rows), width), pad, dtype=torch.long)
         mask = torch.zeros((len(rows), width), dtype=torch.long)

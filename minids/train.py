@@ -19,13 +19,14 @@ from __future__ import annotations
 import math
 import os
 import time
+import warnings
 from dataclasses import asdict, dataclass
 from typing import Any, Callable
 
 import torch
 import torch.nn.functional as F
 
-from .checkpoint import checkpoint_path, load_checkpoint, save_checkpoint
+from .checkpoint import checkpoint_path, load_checkpoint, read_checkpoint_meta, save_checkpoint
 from .schedule import SCHEDULES, lr_at
 
 GetBatch = Callable[[int, torch.Generator], tuple[torch.Tensor, torch.Tensor]]
@@ -118,6 +119,13 @@ def train(
     eval_fn(model) runs every config.eval_every steps and after the last, under no_grad and eval mode.
     With a checkpoint_dir, a checkpoint is written atomically every checkpoint_every steps (default: at each
     evaluation) and at the end; with resume=True the loop continues from the checkpoint there, if any.
+
+    Resuming checks before it touches anything (weights, optimizer, generators) that the checkpoint was made
+    with the same TrainConfig (the fields that shape the run) and the same ModelConfig (saved with every
+    checkpoint: a model of another rope_theta, norm_eps or window has the same shapes and would load silently
+    wrong); a difference is refused, naming the fields. resume=True with no checkpoint in checkpoint_dir starts
+    at step 0 with a warning naming the folder, as PyTorch Lightning does for ckpt_path="last" when there is
+    no checkpoint yet (a first run and a mistyped folder look the same, so it says which folder it looked in).
     """
     device = torch.device(config.device)
     model.to(device)
@@ -129,9 +137,18 @@ def train(
         "tokens": 0, "tokens_per_s": None, "train_seconds": 0.0, "resumed_from": None,
     }
     start = 0
-    if resume and checkpoint_dir is not None and os.path.isfile(checkpoint_path(checkpoint_dir)):
+    model_config = _model_config_dict(model)
+    if resume and checkpoint_dir is None:
+        raise ValueError("train: resume=True needs the checkpoint_dir to resume from")
+    if resume and not os.path.isfile(checkpoint_path(checkpoint_dir)):
+        warnings.warn(f"train(resume=True): no checkpoint in {os.path.abspath(checkpoint_dir)} "
+                      f"({'no such folder' if not os.path.isdir(checkpoint_dir) else 'the folder has none'}); "
+                      "starting at step 0", stacklevel=2)
+    elif resume:
+        _, saved = read_checkpoint_meta(checkpoint_dir)  # the header only: nothing is loaded yet
+        _check_same_config(saved.get("train_config", {}), config)
+        _check_same_model(saved.get("model_config"), model_config, checkpoint_dir)
         start, meta = load_checkpoint(checkpoint_dir, model, optimizer, generator)
-        _check_same_config(meta.get("train_config", {}), config)
         history.update(meta["history"])
         history["resumed_from"] = start
 
@@ -181,7 +198,7 @@ def train(
                 if bar is not None:
                     bar.set_postfix(loss=f"{history['losses'][-1]:.3f}", lr=f"{lr:.2e}")
             if checkpoint_dir is not None and (done % every_ckpt == 0 or done == config.steps):
-                meta = {"train_config": _config_dict(config), "history": history}
+                meta = {"train_config": _config_dict(config), "model_config": model_config, "history": history}
                 save_checkpoint(checkpoint_dir, model, optimizer, generator, done, meta)
             tic = time.perf_counter()
         if bar is not None:
@@ -236,6 +253,26 @@ def _check_same_config(saved: dict, config: TrainConfig) -> None:
     if diff:
         detail = ", ".join(f"{k}: checkpoint {a!r} vs now {b!r}" for k, (a, b) in diff.items())
         raise ValueError(f"cannot resume: the checkpoint was made with another TrainConfig ({detail})")
+
+
+def _model_config_dict(model: torch.nn.Module) -> dict | None:
+    """The model's ModelConfig as JSON values (a peft model's base model's), or None for another module."""
+    import json
+
+    base = model.get_base_model() if hasattr(model, "get_base_model") else model
+    config = getattr(base, "config", None)
+    return json.loads(json.dumps(config.to_dict())) if hasattr(config, "to_dict") else None
+
+
+def _check_same_model(saved: dict | None, now: dict | None, checkpoint_dir) -> None:
+    # A checkpoint written before model configs were saved (saved None) is checked by names and shapes only.
+    if saved is None or now is None or saved == now:
+        return
+    diff = [f"{k}: checkpoint {saved.get(k)!r} vs now {now.get(k)!r}" for k in sorted(set(saved) | set(now))
+            if saved.get(k) != now.get(k)]
+    raise ValueError(f"cannot resume from {checkpoint_dir}: the checkpoint was made by a model of another "
+                     f"ModelConfig ({', '.join(diff)}); build the model with the checkpoint's config, or use "
+                     "another checkpoint_dir")
 
 
 def _progress_bar(total: int, start: int, enabled: bool):

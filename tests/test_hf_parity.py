@@ -100,5 +100,7 @@ def test_old_rotary_buffers_are_ignored(tmp_path):
 
 
 def test_bad_source():
-    with pytest.raises(TypeError, match="LlamaForCausalLM or a folder"):
+    with pytest.raises(FileNotFoundError, match="/no/such/folder does not exist: no such folder"):
         DeepSeekLM.from_hf("/no/such/folder")
+    with pytest.raises(TypeError, match="LlamaForCausalLM or a folder"):
+        DeepSeekLM.from_hf(42)

@@ -20,8 +20,9 @@ The target at every position depends only on the positions up to it, so a causal
 loss is on every position, and accuracy is scored per k on the positions whose target is a real character.
 Why it measures depth: hop_k composes k look-ups, each needing the previous one's result. Sanford et al.
 prove that a transformer of depth about log2(k) + 2 solves it (each layer can double the hops done so far,
-by "pointer doubling") and that depth below order log k cannot, whatever the width; their error table is in
-FACTS section 7, and chapter 06 puts minids' parameter-matched numbers beside it.
+by "pointer doubling") and that depth below order log k cannot, whatever the width (docs/references.md#hop-k);
+chapter 06's lab (notebooks/labs/06_depth_vs_width_lab.ipynb) puts minids' parameter-matched numbers beside
+their table.
 
 Token ids follow the paper's code (its `InductionHopsFullSequenceTask`): hop-count tokens 0..max_hops, then
 the characters, then "no answer", then the blank.

@@ -39,6 +39,7 @@ import torch
 from ..data import KHopTask, corpus_manifest, corpus_tokens, lm_batches, lm_eval_windows
 from ..shapes import Shape, budget_of, param_matched_family
 from ..results import median_time, write_json_atomic
+from .cli import check_out, nonnegative_float, positive_float, positive_int
 from ..train import TrainConfig, lm_loss, train
 
 TASKS = ("khop", "corpus")
@@ -387,9 +388,11 @@ def run_experiment(setting: Setting, device="cpu", out_path: str | None = None, 
     return records
 
 
-def load_results(path: str) -> list[dict]:
-    with open(path, encoding="utf-8") as f:
-        return json.load(f)
+def load_results(path: str):
+    """A results file's JSON (a damaged file is named, with what is wrong: files.read_json)."""
+    from ..files import read_json
+
+    return read_json(path, what="results file")
 
 
 def main(argv=None) -> None:
@@ -399,13 +402,13 @@ def main(argv=None) -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (default cpu)")
     parser.add_argument("--setting", choices=sorted(SETTINGS), help="size preset (default: the device's type)")
     parser.add_argument("--out", default="data/results", help="folder for depth_vs_width_<device>.json")
-    parser.add_argument("--steps", type=int, help="fixed steps per run (skips calibration)")
-    parser.add_argument("--seeds", type=int, help="number of seeds (default: the setting's)")
-    parser.add_argument("--budget-s", type=float, help="training seconds to fill (default: the setting's)")
-    parser.add_argument("--deadline-s", type=float, help="hard stop in seconds (default: the setting's)")
+    parser.add_argument("--steps", type=positive_int, help="fixed steps per run (skips calibration)")
+    parser.add_argument("--seeds", type=positive_int, help="number of seeds (default: the setting's)")
+    parser.add_argument("--budget-s", type=positive_float, help="training seconds to fill (default: the setting's)")
+    parser.add_argument("--deadline-s", type=nonnegative_float, help="hard stop in seconds (default: the setting's)")
     parser.add_argument("--quick", action="store_true",
                         help="a smoke test of the setting: 1 seed, 2 steps, tiny evaluation and latency sets")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads (default 1: tiny models gain little from more, and shared CPUs lose a lot)")
     args = parser.parse_args(argv)
 
@@ -424,11 +427,12 @@ def main(argv=None) -> None:
         changes["budget_s"] = args.budget_s
     if args.deadline_s is not None:
         changes["deadline_s"] = args.deadline_s
-    if args.quick:
-        changes = dict(seeds=(0,), steps=2, evals=1, khop_eval_examples=8, corpus_eval_windows=4, latency_repeats=1,
-                       throughput_batch=2, **changes)
+    if args.quick:  # the smoke test's sizes, under any that the command line gives (--quick --steps 3)
+        changes = {**dict(seeds=(0,), steps=2, evals=1, khop_eval_examples=8, corpus_eval_windows=4,
+                          latency_repeats=1, throughput_batch=2), **changes}
     setting = replace(setting, **changes)
     out_path = os.path.join(args.out, f"depth_vs_width_{device.type}.json")
+    check_out(parser, out_path)  # before any work: a bad --out never costs a run
     command = " ".join(["python -m minids.experiments.depth_vs_width"] + [shlex.quote(a) for a in sys.argv[1:]])
     run_experiment(setting, device, out_path, log=lambda s: print(s, flush=True), meta={"command": command},
                    started=started)

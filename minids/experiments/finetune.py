@@ -94,7 +94,9 @@ from dataclasses import asdict, dataclass, replace
 import torch
 
 from ..finetune import FINETUNE_LR_SCALE
+from ..files import read_json
 from ..results import write_json_atomic
+from .cli import check_out, nonnegative_float, nonnegative_int, positive_float, positive_int
 from ..shapes import Shape, budget_of, shape_for
 from .depth_vs_width import binned, device_name, mean_std
 
@@ -637,6 +639,9 @@ def setting_differences(saved: dict, setting: FinetuneSetting) -> list[str]:
 def merge_refusal(path: str, previous: dict, setting: FinetuneSetting) -> str | None:
     """Why the file at `path` (its JSON: `previous`) cannot take this run's seeds, or None when it can: records
     of other seeds join this run's only if they were made the same way."""
+    if not isinstance(previous, dict) or not isinstance(previous.get("meta"), dict):
+        return (f"--merge: {path} is not a finetune results file (it holds a JSON {type(previous).__name__}"
+                f"{'' if not isinstance(previous, dict) else ' without a meta object'}); write to another --out")
     differs = setting_differences(previous.get("meta", {}).get("setting", {}), setting)
     return (f"--merge: {path} was made with another setting ({'; '.join(differs)}); only "
             f"{', '.join(MERGE_MAY_DIFFER)} may differ between merged runs") if differs else None
@@ -656,8 +661,7 @@ def run_experiment(setting: FinetuneSetting, device="cpu", out_path: str | None 
     rec = recipe(setting)
     previous = {}
     if merge and out_path and os.path.isfile(out_path):
-        with open(out_path, encoding="utf-8") as f:
-            previous = json.load(f)
+        previous = read_json(out_path, what="results file")
         refusal = merge_refusal(out_path, previous, setting)
         if refusal:
             raise ValueError(refusal)
@@ -788,17 +792,18 @@ def main(argv=None) -> None:
     parser.add_argument("--setting", choices=sorted(SETTINGS), help="size preset (default: the device's type)")
     parser.add_argument("--out", default="data/results", help="folder for finetune_<device>.json")
     parser.add_argument("--layers", type=int, nargs="+", help="the shapes' depths (default: the setting's)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds (default: the setting's)")
-    parser.add_argument("--pretrain-tokens", type=float, help="pre-training tokens per base (default: the setting's)")
-    parser.add_argument("--ft-steps", type=int, help="fine-tuning steps per run (default: the setting's)")
-    parser.add_argument("--names-steps", type=int,
+    parser.add_argument("--seeds", type=nonnegative_int, nargs="+", help="seeds (default: the setting's)")
+    parser.add_argument("--pretrain-tokens", type=positive_float,
+                        help="pre-training tokens per base (default: the setting's)")
+    parser.add_argument("--ft-steps", type=positive_int, help="fine-tuning steps per run (default: the setting's)")
+    parser.add_argument("--names-steps", type=positive_int,
                         help="fine-tuning steps of the names task only (default: the setting's; cuda: 800, "
                              "after a run at 300 steps failed the gate with its curves still rising)")
-    parser.add_argument("--full-lr-scale", type=float,
+    parser.add_argument("--full-lr-scale", type=positive_float,
                         help="full fine-tuning's peak learning rate as a fraction of pre-training's (default: the "
                              "setting's)")
-    parser.add_argument("--workers", type=int, help="runs side by side (default: the setting's)")
-    parser.add_argument("--deadline-s", type=float, help="stop runs this many seconds after the start")
+    parser.add_argument("--workers", type=positive_int, help="runs side by side (default: the setting's)")
+    parser.add_argument("--deadline-s", type=nonnegative_float, help="stop runs this many seconds after the start")
     parser.add_argument("--merge", action="store_true", help="keep the file's records of (shape, seed)s not run here")
     args = parser.parse_args(argv)
     device = torch.device(args.device)
@@ -818,9 +823,9 @@ def main(argv=None) -> None:
         parser.error(f"--layers needs at least two different positive depths, got {args.layers}")
     setting = replace(setting, **changes)
     out_path = os.path.join(args.out, f"finetune_{device.type}.json")
+    check_out(parser, out_path, merge=args.merge)  # before any work: a bad --out never costs a run
     if args.merge and os.path.isfile(out_path):  # refuse before any work (run_experiment checks it again)
-        with open(out_path, encoding="utf-8") as f:
-            refusal = merge_refusal(out_path, json.load(f), setting)
+        refusal = merge_refusal(out_path, read_json(out_path, what="results file"), setting)
         if refusal:
             parser.error(refusal)
     command = " ".join(["python -m minids.experiments.finetune"] + [shlex.quote(a) for a in sys.argv[1:]])

@@ -45,7 +45,7 @@ import torch
 from ..data.hop import HopKTask
 from ..results import write_json_atomic
 from ..shapes import Shape, budget_of, shape_for
-from .side_by_side import depth_experiment_main, run_side_by_side
+from .side_by_side import depth_experiment_main, merge_refusal, run_side_by_side
 from .depth_vs_width import binned, device_name, load_results, mean_std
 
 GATE_ACCURACY = 0.95  # at k = 0 and k = 1, every depth >= 2
@@ -279,6 +279,9 @@ def run_experiment(setting: HopSetting, device="cpu", out_path: str | None = Non
     previous: list[dict] = []
     if merge and out_path and os.path.isfile(out_path):
         previous = load_results(out_path)
+        refusal = merge_refusal(out_path, previous, setting)
+        if refusal:
+            raise ValueError(refusal)
     planned = {(d, s) for d in setting.layers for s in setting.seeds}
     kept = [r for r in previous if r.get("record") == "train" and (r.get("n_layers"), r.get("seed")) not in planned]
     metas = [r for r in previous if r.get("record") == "meta"]

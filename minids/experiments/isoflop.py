@@ -47,6 +47,7 @@ from ..data import corpus_tokens, lm_batches, lm_eval_windows
 from ..model import DeepSeekLM
 from ..scaling import optimal_allocation, optimal_batch_tokens, optimal_lr, real_flops_per_token
 from ..results import write_json_atomic
+from .cli import check_out, nonnegative_int, positive_float, positive_int
 from ..train import TrainConfig, lm_loss, train
 
 # (n_layers, d_model, n_heads): head_dim 16 (8 for the smallest), MHA like the 7B, d_ff = 8/3 d_model
@@ -179,18 +180,22 @@ def main(argv: list[str] | None = None) -> dict:
     parser.add_argument("--device", default="cpu", help="cpu (default) or cuda")
     parser.add_argument("--quick", action="store_true", help="tiny budgets and models: a smoke test in seconds")
     parser.add_argument("--out", default="data/results", help="folder for isoflop_<preset>.json")
-    parser.add_argument("--budgets", type=float, nargs="+", help="compute budgets in FLOPs (default: the preset's)")
-    parser.add_argument("--lr", type=float, help="one peak lr for every run instead of Eq. 1's eta_opt(C)")
-    parser.add_argument("--seeds", type=int, nargs="+", help="seeds per (budget, shape) (default: the preset's)")
-    parser.add_argument("--min-steps", type=int, default=40)
-    parser.add_argument("--max-epochs", type=float, default=4.0)
-    parser.add_argument("--max-minutes", type=float,
+    parser.add_argument("--budgets", type=positive_float, nargs="+",
+                        help="compute budgets in FLOPs (default: the preset's)")
+    parser.add_argument("--lr", type=positive_float, help="one peak lr for every run instead of Eq. 1's eta_opt(C)")
+    parser.add_argument("--seeds", type=nonnegative_int, nargs="+",
+                        help="seeds per (budget, shape) (default: the preset's)")
+    parser.add_argument("--min-steps", type=positive_int, default=40)
+    parser.add_argument("--max-epochs", type=positive_float, default=4.0)
+    parser.add_argument("--max-minutes", type=positive_float,
                         help="no run starts after this much time (default: 7 on cuda, 30 on the CPU)")
-    parser.add_argument("--threads", type=int, default=1,
+    parser.add_argument("--threads", type=positive_int, default=1,
                         help="CPU threads for torch (default 1: these models are too small to gain from more)")
     parser.add_argument("--progress", action="store_true", help="a tqdm bar per run")
     args = parser.parse_args(argv)
     args.argv = list(sys.argv[1:] if argv is None else argv)
+    preset_name = "quick" if args.quick else ("cuda" if torch.device(args.device).type == "cuda" else "cpu")
+    check_out(parser, os.path.join(args.out, f"isoflop_{preset_name}.json"))  # before any work
     threads = torch.get_num_threads()
     if torch.device(args.device).type == "cpu":
         torch.set_num_threads(args.threads)

@@ -3,7 +3,7 @@
     python -m minids.experiments.miniature cuda        # one H200, a few minutes; writes the folder below
     python -m minids.experiments.miniature tiny        # seconds on a CPU (the test's setting)
 
-The shape keeps what defines DeepSeek LLM at 1/400 of the 7B's width: pre-norm RMSNorm, RoPE, SwiGLU with
+The shape keeps what defines DeepSeek LLM at 1/12.8 of the 7B's width (about 1/430 of its parameters): pre-norm RMSNorm, RoPE, SwiGLU with
 d_ff / d_model = 2.8, grouped-query attention 8:1 (16 query heads of 20 channels share 2 key/value heads,
 8 to each: the 67B's ratio in two groups, so that it is GQA and not multi-query attention), untied
 embedding and lm_head, 10 layers of width 320. The recipe is the paper's: AdamW (0.9, 0.95), weight decay
@@ -37,6 +37,7 @@ import torch
 import torch.nn.functional as F
 
 from ..config import ModelConfig
+from .cli import check_out, positive_float
 from ..paths import PROJECT_ROOT, project_path
 from ..scaling import training_recipe
 
@@ -253,7 +254,7 @@ def main(argv=None) -> None:
     p.add_argument("--device", default=None, help="default: cuda for the cuda setting, else cpu")
     p.add_argument("--out", default=None, help=f"checkpoint folder (default data/checkpoints/{NAME} for cuda)")
     p.add_argument("--results", default=None, help="record (default data/results/miniature_<setting>.json)")
-    p.add_argument("--budget-s", type=float, default=None, help="training seconds to fit at most")
+    p.add_argument("--budget-s", type=positive_float, default=None, help="training seconds to fit at most")
     args = p.parse_args(argv)
     setting = SETTINGS[args.setting]
     if args.budget_s is not None:
@@ -261,6 +262,16 @@ def main(argv=None) -> None:
     device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
     out = args.out or (PROJECT_ROOT / "data" / "checkpoints" / NAME if args.setting == "cuda" else None)
     results = args.results or PROJECT_ROOT / "data" / "results" / f"miniature_{args.setting}.json"
+    check_out(p, results)  # before any work: a bad --results never costs a run
+    if out is not None:  # and a folder that save_hf would refuse at the end is refused now
+        from ..hf import MODEL_FOLDER_FILES
+        from ..results import check_replaceable, folder_of
+
+        try:
+            check_replaceable(out, "model folder", folder_of(MODEL_FOLDER_FILES, (".safetensors",), ("config.json",)),
+                              False, "--out")
+        except OSError as exc:
+            p.error(str(exc))
     record = pretrain(setting, device=device, out_dir=out)
     write_json_atomic(results, record)
     print(f"wrote {results}" + (f" and {out}" if out else ""))

@@ -63,7 +63,9 @@ import torch
 
 from ..config import ModelConfig
 from ..paths import PROJECT_ROOT
+from ..files import read_json
 from ..results import write_json_atomic
+from .cli import check_out, nonnegative_float, positive_int, seed_list
 from .finetune import _Inline
 from .hop_depth import _Deadline
 
@@ -289,13 +291,17 @@ def run(setting: MoESetting, parts, device, results_path, deadline_s: float, sta
     header = {"record": "moe_vs_dense", "setting_name": name, "setting": _setting_dict(setting)}
     doc = {**header, "runs": []}
     if os.path.exists(results_path):
-        with open(results_path, encoding="utf-8") as f:
-            old = json.load(f)
-        if old.get("setting") == header["setting"]:
-            doc = old
-            log(f"resuming {results_path}: {sum(r['status'] == 'done' for r in doc['runs'])} runs done")
-        else:
-            log(f"{results_path} holds another setting: starting it over")
+        old = read_json(results_path, what="moe_vs_dense results file")  # a damaged file is named
+        if not isinstance(old, dict) or old.get("record") != "moe_vs_dense" or not isinstance(old.get("runs"), list):
+            raise ValueError(f"{results_path} is not a moe_vs_dense results file, so it is not replaced; "
+                             "pass another --results")
+        if old.get("setting") != header["setting"]:  # its runs would be lost: refused, never started over
+            differs = sorted(k for k in set(old.get("setting") or {}) | set(header["setting"])
+                             if (old.get("setting") or {}).get(k) != header["setting"].get(k))
+            raise ValueError(f"{results_path} holds runs of another setting (fields {differs[:5]} differ); "
+                             "resuming would mix them and starting over would lose them: pass another --results")
+        doc = old
+        log(f"resuming {results_path}: {sum(r['status'] == 'done' for r in doc['runs'])} runs done")
     workers = max(1, int(workers))
     doc.update(device=str(device), device_name=device_name(device), torch=torch.__version__,
                python=platform.python_version(), parts_last=list(parts), workers_last=workers)
@@ -406,16 +412,14 @@ def main(argv=None) -> dict:
     p.add_argument("--parts", default="active,total,balance", help=f"comma-separated, of {', '.join(PARTS)}")
     p.add_argument("--device", default=None, help="default: cuda for the cuda setting, else cpu")
     p.add_argument("--results", default=None, help="default data/results/moe_vs_dense_<setting>.json")
-    p.add_argument("--deadline-s", type=float, default=560.0, help="start no run that would end after this")
-    p.add_argument("--steps", type=int, default=None, help="override the setting's steps per run")
-    p.add_argument("--seeds", default=None, help="comma-separated seeds (default: the setting's)")
-    p.add_argument("--workers", type=int, default=1, help="runs side by side, each its own process (default 1)")
+    p.add_argument("--deadline-s", type=nonnegative_float, default=560.0, help="start no run that would end after this")
+    p.add_argument("--steps", type=positive_int, default=None, help="override the setting's steps per run")
+    p.add_argument("--seeds", type=seed_list, default=None, help="comma-separated seeds (default: the setting's)")
+    p.add_argument("--workers", type=positive_int, default=1, help="runs side by side, each its own process (default 1)")
     args = p.parse_args(argv)
-    if args.workers < 1:
-        p.error(f"--workers must be >= 1, got {args.workers}")
     setting = SETTINGS[args.setting]
     if args.seeds:
-        setting = replace(setting, seeds=tuple(int(s) for s in args.seeds.split(",")))
+        setting = replace(setting, seeds=args.seeds)
     if args.steps:
         setting = replace(setting, steps=args.steps)
     parts = [s for s in args.parts.split(",") if s]
@@ -424,6 +428,7 @@ def main(argv=None) -> dict:
         raise SystemExit(f"unknown part(s) {unknown}; choose from {list(PARTS)}")
     device = args.device or ("cuda" if args.setting == "cuda" else "cpu")
     results = args.results or PROJECT_ROOT / "data" / "results" / f"moe_vs_dense_{args.setting}.json"
+    check_out(p, results)  # before any work: a bad --results never costs a run
     doc = run(setting, parts, device, results, args.deadline_s, started, name=args.setting,
               log=lambda line: print(line, flush=True), workers=args.workers)
     for variant, s in summarize(doc).items():

@@ -44,6 +44,7 @@ from ..config import ModelConfig
 from ..layer import DecoderLayer
 from ..model import DeepSeekLM
 from ..results import write_json_atomic
+from .cli import check_out, nonnegative_float, nonnegative_int, positive_float, positive_int
 
 PLACEMENTS = ("pre", "post")
 
@@ -204,12 +205,20 @@ def _key(record: dict) -> tuple:
 
 
 def _previous_records(path: str) -> list[dict]:
+    """The records of an earlier norm_placement run at `path`; another experiment's file (or a damaged one)
+    is refused with a message naming it, before anything is measured or written."""
     if not os.path.exists(path):
         return []
-    with open(path) as f:
-        records = json.load(f)
+    from ..files import read_json
+
+    records = read_json(path, what="results file")
     if not isinstance(records, list):
         raise ValueError(f"--merge: {path} does not hold a list of records; refusing to overwrite it")
+    foreign = [r for r in records if not isinstance(r, dict) or "metric" not in r
+               or "minids.experiments.norm_placement" not in str(r.get("command", ""))]
+    if foreign:
+        raise ValueError(f"--merge: {path} holds {len(foreign)} records that norm_placement did not write "
+                         f"(e.g. {str(foreign[0])[:80]}); refusing to merge into another experiment's file")
     return records
 
 
@@ -220,13 +229,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--out", default="data/results/norm_placement.json", help="JSON file (or a folder for it)")
     ap.add_argument("--init-stds", type=float, nargs="*", default=[0.006, 0.034, 0.0625],
                     help="weight init std of each at-init profile (0.006 is the paper's); give none to skip them")
-    ap.add_argument("--seq-len", type=int, default=32, help="tokens per sequence of the at-init profiles")
-    ap.add_argument("--train-steps", type=int, default=0, help="0: no training runs")
-    ap.add_argument("--train-lrs", type=float, nargs="+", default=[3e-4, 1e-3])
-    ap.add_argument("--train-init-std", type=float, default=0.006)
-    ap.add_argument("--train-batch", type=int, default=8)
-    ap.add_argument("--train-seq-len", type=int, default=128)
-    ap.add_argument("--time-limit", type=float, default=420.0, help="seconds; later measurements are skipped")
+    ap.add_argument("--seq-len", type=positive_int, default=32, help="tokens per sequence of the at-init profiles")
+    ap.add_argument("--train-steps", type=nonnegative_int, default=0, help="0: no training runs")
+    ap.add_argument("--train-lrs", type=positive_float, nargs="+", default=[3e-4, 1e-3])
+    ap.add_argument("--train-init-std", type=positive_float, default=0.006)
+    ap.add_argument("--train-batch", type=positive_int, default=8)
+    ap.add_argument("--train-seq-len", type=positive_int, default=128)
+    ap.add_argument("--time-limit", type=nonnegative_float, default=420.0,
+                    help="seconds; later measurements are skipped")
     ap.add_argument("--quick", action="store_true", help="3 layers, one init std, 3 training steps: a smoke test")
     ap.add_argument("--merge", action="store_true",
                     help="keep the records already in --out that this run does not measure again (e.g. one learning "
@@ -238,10 +248,14 @@ def main(argv: list[str] | None = None) -> int:
         args.init_stds, args.train_lrs, args.train_steps = args.init_stds[:1], args.train_lrs[:1], 3
         args.seq_len, args.train_batch, args.train_seq_len = 8, 2, 16
     out = os.path.join(args.out, "norm_placement.json") if os.path.isdir(args.out) else args.out
+    check_out(ap, out, merge=args.merge)  # before any work: a bad --out never costs a run
+    # read even without --merge: a file that another experiment wrote is not replaced either
+    kept = _previous_records(out) if args.merge else (_previous_records(out) and [])
+    if not args.init_stds and not args.train_steps:
+        ap.error("nothing to measure: give --init-stds values or --train-steps > 0")
     torch.manual_seed(0)
     t0 = time.perf_counter()
     records, failures = [], 0
-    kept = _previous_records(out) if args.merge else []
     jobs = [("init", s, None) for s in args.init_stds]
     if args.train_steps:
         jobs += [("train", args.train_init_std, lr) for lr in args.train_lrs]
