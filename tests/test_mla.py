@@ -330,3 +330,12 @@ def test_decode_flops_per_cached_token_of_both_paths():
     p = count_params(tiny)
     keys = 3 * (8 + 1) / 2
     assert matmul_flops_per_token(tiny, 8) == 2 * (p.attention + p.active_ffn + p.lm_head) + 2 * 4 * (12 + 12) * keys
+
+
+def test_padded_batch_generation_equals_each_prompt_alone():
+    torch.manual_seed(0)
+    model = DeepSeekLM(tiny_v2(rope_scaling=YARN)).eval()
+    prompts = [torch.randint(0, 97, (n,)) for n in (3, 9, 6)]
+    together = generate(model, prompts, max_new_tokens=6)  # left-padded, one latent cache for the batch
+    for prompt, got in zip(prompts, together):
+        assert torch.equal(got, generate(model, prompt[None], max_new_tokens=6)[0])
