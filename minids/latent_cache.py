@@ -50,5 +50,6 @@ class LatentKVCache(KVCache):
 
     def __repr__(self) -> str:
         c, r = self.latents[0], self.rope_keys[0]
-        return (f"LatentKVCache(layers={len(self.latents)}, c_KV {tuple(c.shape)} + k_R {tuple(r.shape)}, "
-                f"dtype={c.dtype}, length={self.length}/{self.max_len}, {self.nbytes / 2**20:.2f} MiB)")
+        return (f"LatentKVCache({len(self.latents)} layers, c_KV {tuple(c.shape)} + k_R {tuple(r.shape)}, "
+                f"{str(c.dtype).replace('torch.', '')}, length {self.length}/{self.max_len}, "
+                f"{self.nbytes / 2**20:.2f} MiB)")
