@@ -6,6 +6,7 @@ Architecture
     norm.py        RMSNorm
     rope.py        rotary position embeddings (rotate-half layout)
     attention.py   grouped-query attention, explicit and fused paths
+    mla.py         multi-head latent attention (DeepSeek-V2/V3): decompressed and absorbed paths; yarn.py: YaRN
     ffn.py         SwiGLU feed-forward network
     moe.py         DeepSeekMoE: routed + shared experts, the balance loss, V3's bias balancing
     layer.py       one pre-norm decoder layer
@@ -14,6 +15,7 @@ Architecture
 Inference
     kv_cache.py    the preallocated KV cache for decoding
     rolling_cache.py  the rolling-buffer cache of sliding-window models (slot = position mod W)
+    latent_cache.py  MLA's cache: the latent c_KV and the shared RoPE key only
     generate.py    generation with the KV cache: greedy, temperature, top-k, top-p, streaming
     static_cache.py  a fixed-shape decode step for CUDA graphs / torch.compile
     hf.py          Llama-format (Hugging Face) checkpoints in and out
@@ -45,6 +47,8 @@ from .ffn import SwiGLU, swiglu_hidden_size
 from .generate import generate, generate_text, stream_generate, stream_text
 from .hf import CheckpointError
 from .kv_cache import KVCache
+from .latent_cache import LatentKVCache
+from .mla import MultiHeadLatentAttention
 from .rolling_cache import RollingKVCache
 from .layer import DecoderLayer
 from .model import DeepSeekLM
@@ -69,7 +73,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "ModelConfig", "DeepSeekLM", "RMSNorm", "GroupedQueryAttention", "SwiGLU", "DeepSeekMoE", "DecoderLayer", "KVCache",
-    "RollingKVCache",
+    "RollingKVCache", "MultiHeadLatentAttention", "LatentKVCache",
     "count_params", "kv_cache_bytes", "ParamCount", "six_n", "paper_M", "matmul_flops_per_token",
     "swiglu_hidden_size", "CheckpointError", "show_source", "say",
     "RotaryEmbedding", "apply_rope", "apply_rope_interleaved", "interleaved_to_rotate_half", "rope_cos_sin",

@@ -51,8 +51,20 @@ class ParamCount:
 
 
 def attention_params_per_layer(config: ModelConfig) -> int:
+    if config.is_mla:
+        return mla_params_per_layer(config)
     d, kv = config.d_model, config.n_kv_heads * config.head_dim
     return 2 * d * d + 2 * d * kv  # q_proj + o_proj, k_proj + v_proj
+
+
+def mla_params_per_layer(config: ModelConfig) -> int:
+    """Multi-head latent attention's weights in one layer (mla.py's table): the query path (q_a_proj, its norm,
+    q_b_proj; or one q_proj), kv_a_proj_with_mqa (d -> d_c + d_h^R), kv_a_layernorm, kv_b_proj (d_c -> h (d_h + d_v))
+    and o_proj (h d_v -> d)."""
+    d, h, c, cq = config.d_model, config.n_heads, config.kv_lora_rank, config.q_lora_rank
+    q = d * h * config.qk_head_dim if cq is None else d * cq + cq + cq * h * config.qk_head_dim
+    kv = d * (c + config.qk_rope_head_dim) + c + c * h * (config.qk_nope_head_dim + config.v_head_dim)
+    return q + kv + h * config.v_head_dim * d
 
 
 def ffn_params_per_layer(config: ModelConfig) -> int:
@@ -107,6 +119,8 @@ def kv_cache_bytes(config: ModelConfig, seq_len: int, batch: int = 1, dtype: tor
     if window is not None:
         config = config.replace(sliding_window=window)
     itemsize = torch.empty((), dtype=dtype).element_size()
+    if config.is_mla:  # one latent c_KV (d_c) and one shared RoPE key (d_h^R) per token and layer: no K/V pair
+        return (config.kv_lora_rank + config.qk_rope_head_dim) * config.n_layers * seq_len * batch * itemsize
     positions = sum(seq_len if w is None else min(seq_len, w)
                     for w in (config.layer_window(i) for i in range(config.n_layers)))
     return 2 * config.n_kv_heads * config.head_dim * positions * batch * itemsize
@@ -145,6 +159,8 @@ def matmul_flops_per_token(config: ModelConfig, seq_len: int, causal: bool = Tru
     keys_seen = sum(mean_keys_seen(seq_len, config.layer_window(i) if causal else None, causal)
                     for i in range(config.n_layers))
     attention = 4 * config.n_heads * config.head_dim * keys_seen
+    if config.is_mla:  # scores over d_h + d_h^R channels, values over d_v: the decompressed path (prefill)
+        attention = 2 * config.n_heads * (config.qk_head_dim + config.v_head_dim) * keys_seen
     forward = 2 * weights + attention
     return 3 * forward if training else forward
 
@@ -157,3 +173,25 @@ def mean_keys_seen(seq_len: int, window: int | None, causal: bool) -> float:
         return (seq_len + 1) / 2
     # positions 0 .. W-1 see 1 .. W keys; the remaining seq_len - W see W each
     return (window * (window + 1) / 2 + (seq_len - window) * window) / seq_len
+
+
+def mla_decode_flops_per_token(config: ModelConfig, context: int, absorbed: bool) -> float:
+    """FLOPs of one decoding step (one new token per sequence, `context` cached positions), for MLA's two paths.
+
+    Both pay 2 FLOPs per weight of every Linear the token passes through (the active ones), then per layer:
+      decompressed  rebuild all `context` cached latents into per-head keys and values (kv_b_proj: 2 d_c h (d_h
+                    + d_v) per cached token), then attend: 2 h (d_h + d_h^R) + 2 h d_v per cached token
+      absorbed      fold W_UK into the query and W_UV after (already counted once, as kv_b_proj's weights), then
+                    attend in latent space: 2 h (d_c + d_h^R) + 2 h d_c per cached token
+    For V3 (h 128, d_c 512): 33.6 MFLOP per cached token and layer decompressed, 0.28 MFLOP absorbed.
+    """
+    if not config.is_mla:
+        raise ValueError("mla_decode_flops_per_token needs a multi-head latent attention config (kv_lora_rank set)")
+    p = count_params(config)
+    h, c, r = config.n_heads, config.kv_lora_rank, config.qk_rope_head_dim
+    weights = 2 * (p.attention + p.active_ffn + p.lm_head)
+    if absorbed:
+        per_key = 2 * h * (c + r) + 2 * h * c
+    else:
+        per_key = 2 * c * h * (config.qk_nope_head_dim + config.v_head_dim) + 2 * h * (config.qk_head_dim + config.v_head_dim)
+    return weights + config.n_layers * context * per_key

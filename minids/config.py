@@ -34,6 +34,24 @@ DeepSeekMoE (arXiv 2401.06066; deepseek-moe-16b's config.json, model_type "deeps
 | aux_loss_per_sequence | seq_aux               | f_i and P_i per sequence, then averaged (the 16B: true)   |
 | bias_update_speed     | (none)                | V3's gamma: loss-free balancing by a selection bias; 0=off|
 
+Multi-head latent attention and the DeepSeek-V2/V3 family (arXiv 2405.04434, 2412.19437; mla.py); all None =
+DeepSeek LLM's GQA. Names are the HF config's, the papers' symbols beside them:
+
+| minids / config.json | paper | meaning                                                               |
+|----------------------|-------|-----------------------------------------------------------------------|
+| kv_lora_rank         | d_c   | width of the latent c_KV that is cached instead of keys and values    |
+| q_lora_rank          | d_c'  | width of the query latent c_Q (None: one q_proj, as V2-Lite)          |
+| qk_nope_head_dim     | d_h   | per-head key/query channels without position (decompressed from c_KV)|
+| qk_rope_head_dim     | d_h^R | the decoupled RoPE key k_R, shared by all heads, and each q_R         |
+| v_head_dim           |       | per-head value channels                                               |
+| rope_interleave      |       | RoPE pairs (2i, 2i+1) as DeepSeek's checkpoints store them            |
+| rope_scaling         |       | YaRN (yarn.Yarn), as V2/V3 configs set it                             |
+| topk_method          |       | "greedy", V2's "group_limited_greedy", V3's "noaux_tc"                |
+| n_group, topk_group  |       | experts in n_group groups; each token chooses within topk_group of them|
+
+An MLA config is written and read as model_type "deepseek_v3" when its router scores by sigmoid (or it has no
+experts) and "deepseek_v2" when by softmax.
+
 The presets are the paper's Table 2 (arXiv 2401.02954) and the published config.json files of
 deepseek-ai/deepseek-llm-7b-base and deepseek-llm-67b-base, plus Llama-2-70B (the peer that spent a
 similar budget on FFN width) and two small shapes that run on a laptop CPU.
@@ -46,6 +64,8 @@ import os
 from dataclasses import asdict, dataclass, fields, replace
 from typing import Any, Mapping
 
+from .yarn import Yarn
+
 # transformers' names for the two kinds of layer (MinistralConfig.layer_types, Gemma's, Qwen2's).
 SLIDING, FULL = "sliding_attention", "full_attention"
 LAYER_TYPES = (SLIDING, FULL)
@@ -55,7 +75,10 @@ HF_MODEL_TYPES = {
     "deepseek": "DeepSeekMoE, as deepseek-moe-16b uses",
     "mistral": "Llama plus sliding_window in every layer",
     "ministral": "Mistral plus a per-layer layer_types pattern",
+    "deepseek_v2": "multi-head latent attention and V2's softmax router (DeepSeek-V2, V2-Lite)",
+    "deepseek_v3": "multi-head latent attention and V3's sigmoid router (DeepSeek-V3)",
 }
+TOPK_METHODS = ("greedy", "group_limited_greedy", "noaux_tc")
 
 
 @dataclass(frozen=True)
@@ -85,6 +108,17 @@ class ModelConfig:
     # Sliding-window attention (chapter 12); the defaults are DeepSeek LLM's full causal attention.
     sliding_window: int | None = None  # W: a query sees the W keys up to and including itself
     layer_types: tuple[str, ...] | None = None  # per layer "sliding_attention" / "full_attention"
+    # Multi-head latent attention (mla.py) and V2/V3 routing; the defaults are DeepSeek LLM's GQA and greedy top-k.
+    kv_lora_rank: int | None = None  # d_c
+    q_lora_rank: int | None = None  # d_c' (None: queries straight from h, as V2-Lite)
+    qk_nope_head_dim: int | None = None  # d_h
+    qk_rope_head_dim: int | None = None  # d_h^R
+    v_head_dim: int | None = None
+    rope_interleave: bool = False
+    rope_scaling: Yarn | None = None
+    topk_method: str = "greedy"
+    n_group: int | None = None
+    topk_group: int | None = None
 
     def __post_init__(self) -> None:
         for name in ("vocab_size", "d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len"):
@@ -102,6 +136,14 @@ class ModelConfig:
                 f"ModelConfig: n_heads ({self.n_heads}) must be a multiple of n_kv_heads ({self.n_kv_heads}), "
                 "so that every key/value head serves the same number of query heads"
             )
+        if isinstance(self.rope_scaling, Mapping):  # to_dict() gives it back as a dict
+            object.__setattr__(self, "rope_scaling", Yarn(**self.rope_scaling))
+        self._check_mla()
+        if self.is_mla:  # head_dim = d_model / n_heads plays no part in MLA
+            self._check_moe()
+            self._check_routing()
+            self._check_window()
+            return
         if self.d_model % self.n_heads != 0:
             raise ValueError(
                 f"ModelConfig: d_model ({self.d_model}) must be divisible by n_heads ({self.n_heads}), "
@@ -113,7 +155,74 @@ class ModelConfig:
                 "because RoPE rotates channels in pairs"
             )
         self._check_moe()
+        self._check_routing()
         self._check_window()
+
+    def _check_mla(self) -> None:
+        """MLA's fields: all None (GQA), or a complete latent-attention shape."""
+        names = ("kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+        extras = {"q_lora_rank": None, "rope_interleave": False, "rope_scaling": None}
+        if self.kv_lora_rank is None:
+            given = [f"{n}={getattr(self, n)!r}" for n in names[1:] if getattr(self, n) is not None]
+            given += [f"{n}={getattr(self, n)!r}" for n, d in extras.items() if getattr(self, n) != d]
+            if given:
+                raise ValueError(f"ModelConfig: {', '.join(given)} given but kv_lora_rank is None (GQA); set "
+                                 "kv_lora_rank (d_c) for multi-head latent attention, or leave these at their defaults")
+            return
+        for name in names + ("q_lora_rank",):
+            value = getattr(self, name)
+            if name == "q_lora_rank" and value is None:
+                continue
+            if isinstance(value, bool) or not isinstance(value, int) or value <= 0:
+                raise ValueError(f"ModelConfig.{name} must be a positive int for multi-head latent attention "
+                                 f"(kv_lora_rank is set), got {value!r}")
+        if self.qk_rope_head_dim % 2:
+            raise ValueError(f"ModelConfig.qk_rope_head_dim ({self.qk_rope_head_dim}) must be even: RoPE rotates "
+                             "channels in pairs")
+        if self.n_kv_heads != self.n_heads:
+            raise ValueError(f"ModelConfig: multi-head latent attention has no key/value heads to share (every head "
+                             f"decompresses its own from c_KV), so n_kv_heads must equal n_heads ({self.n_heads}), "
+                             f"got {self.n_kv_heads}")
+        if not isinstance(self.rope_interleave, bool):
+            raise TypeError(f"ModelConfig.rope_interleave must be True or False, got {self.rope_interleave!r}")
+        if self.rope_scaling is not None and not isinstance(self.rope_scaling, Yarn):
+            raise TypeError(f"ModelConfig.rope_scaling must be None or a minids.yarn.Yarn, got {self.rope_scaling!r}")
+        if self.sliding_window is not None:
+            raise ValueError("ModelConfig: a sliding window with multi-head latent attention is not implemented")
+
+    def _check_routing(self) -> None:
+        """topk_method, n_group, topk_group: V2's group-limited greedy and V3's noaux_tc (mla configs only)."""
+        if self.topk_method not in TOPK_METHODS:
+            raise ValueError(f"ModelConfig.topk_method must be one of {TOPK_METHODS}, got {self.topk_method!r}")
+        for name in ("n_group", "topk_group"):
+            value = getattr(self, name)
+            if value is not None and (isinstance(value, bool) or not isinstance(value, int) or value < 1):
+                raise ValueError(f"ModelConfig.{name} must be None or an int >= 1, got {value!r}")
+        special = self.topk_method != "greedy" or self.n_group not in (None, 1) or self.topk_group not in (None, 1)
+        if not special:
+            return
+        if not (self.is_mla and self.is_moe):
+            raise ValueError(f"ModelConfig: topk_method={self.topk_method!r}, n_group={self.n_group!r}, "
+                             f"topk_group={self.topk_group!r} is V2/V3 routing, which minids builds only with "
+                             "multi-head latent attention (kv_lora_rank set) and experts (n_routed_experts > 0)")
+        want = {"group_limited_greedy": "softmax", "noaux_tc": "sigmoid"}.get(self.topk_method)
+        if want is not None and self.router_scoring != want:
+            raise ValueError(f"ModelConfig: topk_method {self.topk_method!r} goes with router_scoring {want!r}, "
+                             f"got {self.router_scoring!r}")
+        if self.topk_method == "greedy":
+            raise ValueError(f"ModelConfig: n_group={self.n_group} / topk_group={self.topk_group} need a "
+                             "group-limited topk_method ('group_limited_greedy' or 'noaux_tc')")
+        g, tg, E = self.n_group or 1, self.topk_group or 1, self.n_routed_experts
+        if E % g:
+            raise ValueError(f"ModelConfig: n_routed_experts ({E}) must be a multiple of n_group ({g})")
+        if not 1 <= tg <= g:
+            raise ValueError(f"ModelConfig: topk_group ({tg}) must be between 1 and n_group ({g})")
+        if tg * (E // g) < self.n_experts_per_token:
+            raise ValueError(f"ModelConfig: topk_group ({tg}) groups of {E // g} experts hold fewer than "
+                             f"n_experts_per_token ({self.n_experts_per_token}) experts")
+        if self.topk_method == "noaux_tc" and E // g < 2:
+            raise ValueError(f"ModelConfig: noaux_tc scores a group by its two best experts, so each of the "
+                             f"n_group ({g}) groups needs >= 2 of the {E} experts")
 
     def _check_moe(self) -> None:
         """The MoE fields: all at their defaults (dense), or a complete, consistent DeepSeekMoE."""
@@ -198,7 +307,33 @@ class ModelConfig:
         return self.n_heads // self.n_kv_heads
 
     @property
+    def is_mla(self) -> bool:
+        """True for multi-head latent attention (kv_lora_rank set): DeepSeek-V2/V3's attention."""
+        return self.kv_lora_rank is not None
+
+    @property
+    def qk_head_dim(self) -> int:
+        """Channels of a query or key head: head_dim for GQA; d_h + d_h^R for MLA (192 in V2 and V3)."""
+        return self.qk_nope_head_dim + self.qk_rope_head_dim if self.is_mla else self.head_dim
+
+    @property
+    def rope_dim(self) -> int:
+        """Channels RoPE rotates per head: all of head_dim for GQA, the decoupled d_h^R for MLA."""
+        return self.qk_rope_head_dim if self.is_mla else self.head_dim
+
+    @property
+    def hf_model_type(self) -> str:
+        """The transformers model_type that has this architecture (to_hf_dict writes it)."""
+        if self.is_mla:
+            return "deepseek_v2" if self.is_moe and self.router_scoring == "softmax" else "deepseek_v3"
+        if self.sliding_window is not None:
+            return "mistral" if self.layer_types is None else "ministral"
+        return "deepseek" if self.is_moe else "llama"
+
+    @property
     def attention_kind(self) -> str:
+        if self.is_mla:
+            return f"MLA (d_c {self.kv_lora_rank} + d_h^R {self.qk_rope_head_dim})"
         if self.n_kv_heads == self.n_heads:
             return "MHA"
         if self.n_kv_heads == 1:
@@ -270,13 +405,16 @@ class ModelConfig:
     def from_hf(cls, source: Any) -> "ModelConfig":
         """Read a Llama-layout transformers config: a config object, a dict, a config.json path or its folder.
 
-        model_type "llama" (DeepSeek LLM), "deepseek" (DeepSeekMoE), "mistral" (Llama plus sliding_window on
+        model_type "llama" (DeepSeek LLM), "deepseek" (DeepSeekMoE), "deepseek_v2" / "deepseek_v3" (MLA; see
+        _mla_fields_from_hf for what is refused), "mistral" (Llama plus sliding_window on
         every layer) or "ministral" (Mistral plus a layer_types pattern). Anything minids does not implement
         (biases, RoPE scaling, tied embeddings, another activation, a head_dim that is not d_model / n_heads,
         a layer type other than sliding_attention / full_attention) raises instead of being silently ignored.
         """
         hf = _hf_config_as_dict(source)
         model_type = hf.get("model_type")
+        if model_type in ("deepseek_v2", "deepseek_v3"):
+            return cls(**_mla_fields_from_hf(hf, model_type))
         if model_type is not None and model_type not in HF_MODEL_TYPES:
             raise ValueError(
                 f"ModelConfig.from_hf: model_type {model_type!r} is not supported; minids maps "
@@ -341,6 +479,8 @@ class ModelConfig:
         MistralConfig when every layer is windowed, and MinistralConfig (the Mistral layout with layer_types)
         for a pattern of windowed and full layers.
         """
+        if self.is_mla:
+            return _mla_to_hf(self)
         hf: dict[str, Any] = {
             "model_type": "llama",
             "architectures": ["LlamaForCausalLM"],
@@ -482,6 +622,123 @@ def _moe_fields_to_hf(config: "ModelConfig") -> dict[str, Any]:
     }
 
 
+def _mla_fields_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any]:
+    """ModelConfig fields of a DeepSeek-V2 / V3 config (model_type "deepseek_v2" / "deepseek_v3"), read as
+    transformers' DeepseekV2ForCausalLM / DeepseekV3ForCausalLM would build the model.
+
+    Refused, with the reason: an FP8 block-quantized checkpoint's config (`quantization_config`: DeepSeek
+    publishes V3 in FP8 with a 128 x 128 scale per block; convert it to bf16 first), biases, tied embeddings,
+    moe_layer_freq other than 1. V3's multi-token-prediction module (`num_nextn_predict_layers`, stored as layer
+    61 of the published checkpoint) is not part of the model: transformers skips it on loading and so does
+    minids (hf.load_hf), since the next-token logits do not use it.
+    """
+    v3 = model_type == "deepseek_v3"
+    quant = hf.get("quantization_config")
+    if quant:
+        method = quant.get("quant_method") if isinstance(quant, Mapping) else quant
+        raise ValueError(f"ModelConfig.from_hf: this {model_type} checkpoint is quantized ({method!r}, block size "
+                         f"{quant.get('weight_block_size') if isinstance(quant, Mapping) else '?'}); minids reads "
+                         "bf16/float32 weights only: dequantize it first (DeepSeek's fp8_cast_bf16.py)")
+    required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
+                "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
+    missing = [k for k in required if hf.get(k) is None]
+    if missing:
+        raise ValueError(f"ModelConfig.from_hf: the {model_type} config lacks {', '.join(missing)}")
+    _require(hf, "hidden_act", ("silu",), "SwiGLU uses the SiLU gate")
+    _require(hf, "tie_word_embeddings", (False,), "DeepSeek-V2/V3 have an untied lm_head")
+    _require(hf, "attention_bias", (False, None), "the projections have no bias")
+    _require(hf, "mlp_bias", (False, None), "the FFN has no bias")
+    params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
+    rope_theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
+    kind = params.get("rope_type", params.get("type", "default"))
+    if kind not in ("default", "yarn", None):
+        raise ValueError(f"ModelConfig.from_hf: rope_type {kind!r} is not supported; V2/V3 use 'yarn' or none")
+    fields: dict[str, Any] = dict(
+        vocab_size=hf["vocab_size"], d_model=hf["hidden_size"], n_layers=hf["num_hidden_layers"],
+        n_heads=hf["num_attention_heads"], n_kv_heads=hf["num_attention_heads"],  # MLA has no KV heads to count
+        d_ff=hf["intermediate_size"], max_seq_len=hf.get("max_position_embeddings") or 4096,
+        rope_theta=float(rope_theta), norm_eps=float(hf.get("rms_norm_eps", 1e-6)),
+        init_std=float(hf.get("initializer_range") or 0.006),
+        kv_lora_rank=hf["kv_lora_rank"], q_lora_rank=hf.get("q_lora_rank"), qk_nope_head_dim=hf["qk_nope_head_dim"],
+        qk_rope_head_dim=hf["qk_rope_head_dim"], v_head_dim=hf["v_head_dim"],
+        # transformers' V2 always rotates pairs (2i, 2i+1) (complex multiplication); V3 as rope_interleave says
+        rope_interleave=bool(hf.get("rope_interleave", True)) if v3 else True,
+        rope_scaling=Yarn.from_hf(params) if kind == "yarn" else None,
+    )
+    first_dense = hf.get("first_k_dense_replace") or 0
+    if not hf.get("n_routed_experts") or first_dense >= hf["num_hidden_layers"]:
+        return fields  # every layer dense
+    _require(hf, "moe_layer_freq", (1, None), "minids puts experts in every layer past first_k_dense_replace")
+    _require(hf, "ep_size", (1, None), "minids keeps all experts in one process")
+    missing = [k for k in ("num_experts_per_tok", "moe_intermediate_size") if hf.get(k) is None]
+    if missing:
+        raise ValueError(f"ModelConfig.from_hf: an MoE config (n_routed_experts set) lacks {', '.join(missing)}")
+    if v3:
+        # transformers' DeepseekV3TopkRouter: sigmoid, selection bias, group-limited (top-2 sum per group)
+        _require(hf, "scoring_func", ("sigmoid", None), "DeepseekV3ForCausalLM scores experts by sigmoid")
+        _require(hf, "topk_method", ("noaux_tc", None), "DeepseekV3ForCausalLM routes by noaux_tc")
+        routing = dict(router_scoring="sigmoid", topk_method="noaux_tc", n_group=hf.get("n_group") or 1,
+                       topk_group=hf.get("topk_group") or 1, norm_topk_prob=bool(hf.get("norm_topk_prob", True)))
+    else:
+        _require(hf, "scoring_func", ("softmax", None), "DeepseekV2ForCausalLM scores experts by softmax")
+        _require(hf, "norm_topk_prob", (False, None), "DeepseekV2ForCausalLM never renormalises the gates")
+        method = hf.get("topk_method") or "greedy"
+        if method not in ("greedy", "group_limited_greedy"):
+            raise ValueError(f"ModelConfig.from_hf: topk_method {method!r}; DeepseekV2ForCausalLM has 'greedy' "
+                             "and 'group_limited_greedy'")
+        routing = dict(router_scoring="softmax", topk_method=method, n_group=hf.get("n_group"),
+                       topk_group=hf.get("topk_group"), norm_topk_prob=False)
+    return {**fields, **routing,
+            "n_routed_experts": hf["n_routed_experts"], "n_shared_experts": hf.get("n_shared_experts") or 0,
+            "n_experts_per_token": hf["num_experts_per_tok"], "moe_d_ff": hf["moe_intermediate_size"],
+            "first_dense_layers": first_dense, "routed_scaling": float(hf.get("routed_scaling_factor") or 1.0),
+            "aux_loss_alpha": float(hf.get("aux_loss_alpha") or 0.0),
+            "aux_loss_per_sequence": bool(hf.get("seq_aux", False))}
+
+
+def _mla_to_hf(config: "ModelConfig") -> dict[str, Any]:
+    """config.json of DeepseekV3ForCausalLM (sigmoid router, or no experts) or DeepseekV2ForCausalLM (softmax)."""
+    v3 = config.hf_model_type == "deepseek_v3"
+    if not v3 and not config.rope_interleave:
+        raise ValueError("ModelConfig.to_hf_dict: DeepseekV2ForCausalLM always rotates RoPE pairs (2i, 2i+1); "
+                         "this softmax-routed MLA config sets rope_interleave=False, which only V3 can say")
+    if not v3 and config.norm_topk_prob:
+        raise ValueError("ModelConfig.to_hf_dict: DeepseekV2ForCausalLM never renormalises the gates; this config "
+                         "sets norm_topk_prob=True (a sigmoid router would make it a V3 config)")
+    theta = config.rope_theta
+    hf: dict[str, Any] = {
+        "model_type": config.hf_model_type,
+        "architectures": ["DeepseekV3ForCausalLM" if v3 else "DeepseekV2ForCausalLM"],
+        "vocab_size": config.vocab_size, "hidden_size": config.d_model, "num_hidden_layers": config.n_layers,
+        "num_attention_heads": config.n_heads, "num_key_value_heads": config.n_heads,
+        "intermediate_size": config.d_ff, "max_position_embeddings": config.max_seq_len,
+        "rms_norm_eps": config.norm_eps, "initializer_range": config.init_std, "hidden_act": "silu",
+        "tie_word_embeddings": False, "attention_bias": False,
+        "kv_lora_rank": config.kv_lora_rank, "q_lora_rank": config.q_lora_rank,
+        "qk_nope_head_dim": config.qk_nope_head_dim, "qk_rope_head_dim": config.qk_rope_head_dim,
+        "v_head_dim": config.v_head_dim,
+        "rope_parameters": (config.rope_scaling.to_hf(theta) if config.rope_scaling is not None
+                            else {"rope_type": "default", "rope_theta": theta}),
+    }
+    if v3:
+        hf.update(rope_interleave=config.rope_interleave, num_nextn_predict_layers=0)
+    if not config.is_moe:  # every layer dense: V3's layout with first_k_dense_replace = n_layers
+        hf.update(first_k_dense_replace=config.n_layers, n_routed_experts=1, n_shared_experts=0,
+                  num_experts_per_tok=1, moe_intermediate_size=config.d_ff, n_group=1, topk_group=1)
+        return hf
+    hf.update(
+        n_routed_experts=config.n_routed_experts, n_shared_experts=config.n_shared_experts,
+        num_experts_per_tok=config.n_experts_per_token, moe_intermediate_size=config.moe_d_ff,
+        first_k_dense_replace=config.first_dense_layers, moe_layer_freq=1, norm_topk_prob=config.norm_topk_prob,
+        routed_scaling_factor=config.routed_scaling, scoring_func=config.router_scoring,
+        topk_method=config.topk_method, n_group=config.n_group or 1, topk_group=config.topk_group or 1,
+        aux_loss_alpha=config.aux_loss_alpha, seq_aux=config.aux_loss_per_sequence,
+    )
+    if not v3 and config.topk_method == "greedy":
+        hf.update(n_group=config.n_group, topk_group=config.topk_group)
+    return hf
+
+
 def _hf_config_as_dict(source: Any) -> dict[str, Any]:
     if isinstance(source, Mapping):
         return dict(source)
@@ -531,7 +788,29 @@ PRESETS: dict[str, dict[str, Any]] = {
     ),
 }
 
+# DeepSeek-V2-Lite and DeepSeek-V3 (their config.json files, deepseek-ai/DeepSeek-V2-Lite and DeepSeek-V3; the
+# V3 repository's inference/configs/config_671B.json has the same shapes). Both initialise with std 0.006 in
+# their papers (config.json: 0.02). `ModelConfig.from_hf` of the published config.json gives the same fields.
+_YARN_V2_LITE = Yarn(factor=40.0, original_max_seq_len=4096, mscale=0.707, mscale_all_dim=0.707)
+_YARN_V3 = Yarn(factor=40.0, original_max_seq_len=4096, mscale=1.0, mscale_all_dim=1.0)
+PRESETS["deepseek-v2-lite"] = dict(
+    vocab_size=102400, d_model=2048, n_layers=27, n_heads=16, n_kv_heads=16, d_ff=10944, max_seq_len=163840,
+    kv_lora_rank=512, q_lora_rank=None, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+    rope_interleave=True, rope_scaling=_YARN_V2_LITE,
+    n_routed_experts=64, n_shared_experts=2, n_experts_per_token=6, moe_d_ff=1408, first_dense_layers=1,
+    topk_method="greedy", n_group=1, topk_group=1, aux_loss_alpha=0.001, aux_loss_per_sequence=True,
+)
+PRESETS["deepseek-v3"] = dict(
+    vocab_size=129280, d_model=7168, n_layers=61, n_heads=128, n_kv_heads=128, d_ff=18432, max_seq_len=163840,
+    kv_lora_rank=512, q_lora_rank=1536, qk_nope_head_dim=128, qk_rope_head_dim=64, v_head_dim=128,
+    rope_interleave=True, rope_scaling=_YARN_V3,
+    n_routed_experts=256, n_shared_experts=1, n_experts_per_token=8, moe_d_ff=2048, first_dense_layers=3,
+    router_scoring="sigmoid", topk_method="noaux_tc", n_group=8, topk_group=4, norm_topk_prob=True,
+    routed_scaling=2.5,
+)
+
 CONFIG_FIELDS = tuple(f.name for f in fields(ModelConfig))
 _MOE_FIELDS = CONFIG_FIELDS[CONFIG_FIELDS.index("n_routed_experts"):CONFIG_FIELDS.index("bias_update_speed") + 1]
 _WINDOW_FIELDS = ("sliding_window", "layer_types")
-_OPTIONAL_FIELDS = _MOE_FIELDS + _WINDOW_FIELDS  # ModelConfig's repr leaves them out at their defaults
+_MLA_FIELDS = CONFIG_FIELDS[CONFIG_FIELDS.index("kv_lora_rank"):CONFIG_FIELDS.index("topk_group") + 1]
+_OPTIONAL_FIELDS = _MOE_FIELDS + _WINDOW_FIELDS + _MLA_FIELDS  # ModelConfig's repr leaves them out at their defaults

@@ -57,7 +57,7 @@ def load_hf(cls, source, device="cpu", dtype: torch.dtype | None = None):
         if not hasattr(source, "config"):
             raise TypeError("DeepSeekLM.from_hf: the module has no .config; pass a transformers LlamaForCausalLM")
         config = ModelConfig.from_hf(source.config)
-        state = source.state_dict()
+        state = unfuse_experts(source.state_dict())
         dtype = dtype or next(iter(state.values())).dtype
         shapes = {k: tuple(v.shape) for k, v in state.items()}
         tensors = lambda: iter(state.items())  # noqa: E731
@@ -76,10 +76,12 @@ def load_hf(cls, source, device="cpu", dtype: torch.dtype | None = None):
             "DeepSeekLM.from_hf takes a transformers LlamaForCausalLM or a folder with config.json and "
             f"*.safetensors shards; got {source!r}"
         )
+    if config.hf_model_type == "deepseek_v3":  # V3's multi-token-prediction layer(s), skipped as transformers does
+        shapes, tensors = _without_mtp(config, shapes, tensors)
     model = cls(config, device="meta", dtype=dtype)
     _check_names_and_shapes(model, shapes)
     model.materialize(device, init=False)  # allocated once, then filled tensor by tensor
-    params = dict(model.named_parameters())
+    params = model.state_dict(keep_vars=True)  # parameters and saved buffers (V3's e_score_correction_bias)
     with torch.no_grad():
         for key, tensor in tensors():
             if not _IGNORED.search(key):
@@ -87,8 +89,37 @@ def load_hf(cls, source, device="cpu", dtype: torch.dtype | None = None):
     return model
 
 
+def unfuse_experts(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """transformers 5 keeps the experts of an MoE layer fused in memory, `mlp.experts.gate_up_proj` (E, 2f, d) =
+    [gate; up] and `mlp.experts.down_proj` (E, d, f), and writes them to disk one module per expert (the
+    checkpoints' own names, minids' names): split a fused in-memory state dict into those names."""
+    out = {}
+    for key, value in state.items():
+        if key.endswith("mlp.experts.gate_up_proj"):
+            prefix = key[: -len("gate_up_proj")]
+            for j, w in enumerate(value):
+                out[f"{prefix}{j}.gate_proj.weight"], out[f"{prefix}{j}.up_proj.weight"] = w.chunk(2, dim=0)
+        elif key.endswith("mlp.experts.down_proj"):
+            prefix = key[: -len("down_proj")]
+            for j, w in enumerate(value):
+                out[f"{prefix}{j}.down_proj.weight"] = w
+        else:
+            out[key] = value
+    return out
+
+
+def _without_mtp(config: ModelConfig, shapes: dict, tensors):
+    """Drop `model.layers.{i}.*` for i >= n_layers: DeepSeek-V3's published checkpoint stores its multi-token-
+    prediction module as layer 61, which predicts a second token ahead for speculative decoding and is not part
+    of the next-token model (transformers' DeepseekV3 ignores `model.layers.61.*` on loading, as minids does)."""
+    def extra(key: str) -> bool:
+        m = re.match(r"model\.layers\.(\d+)\.", key)
+        return m is not None and int(m.group(1)) >= config.n_layers
+    return {k: v for k, v in shapes.items() if not extra(k)}, lambda: ((k, t) for k, t in tensors() if not extra(k))
+
+
 def _check_names_and_shapes(model: nn.Module, shapes: dict[str, tuple]) -> None:
-    expected = {hf_name(n): tuple(p.shape) for n, p in model.named_parameters()}
+    expected = {hf_name(n): tuple(p.shape) for n, p in model.state_dict().items()}  # V3's router bias is a buffer
     found = {k: s for k, s in shapes.items() if not _IGNORED.search(k)}
     missing = sorted(set(expected) - set(found))
     unexpected = sorted(set(found) - set(expected))

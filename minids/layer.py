@@ -18,7 +18,8 @@ from .attention import GroupedQueryAttention
 from .config import ModelConfig
 from .ffn import SwiGLU
 from .kv_cache import KVCache
-from .moe import DeepSeekMoE
+from .mla import MultiHeadLatentAttention
+from .moe import DeepSeekMoE, DeepSeekV3MoE
 from .norm import RMSNorm
 
 
@@ -27,10 +28,12 @@ class DecoderLayer(nn.Module):
         super().__init__()
         kw = dict(device=device, dtype=dtype)
         self.input_layernorm = RMSNorm(config.d_model, config.norm_eps, **kw)
-        self.self_attn = GroupedQueryAttention(config, layer_idx, attn_impl, **kw)
+        attention = MultiHeadLatentAttention if config.is_mla else GroupedQueryAttention  # mla.py: V2/V3
+        self.self_attn = attention(config, layer_idx, attn_impl, **kw)
         self.post_attention_layernorm = RMSNorm(config.d_model, config.norm_eps, **kw)
         moe = config.is_moe_layer(layer_idx)
-        self.mlp = DeepSeekMoE(config, **kw) if moe else SwiGLU(config.d_model, config.d_ff, **kw)
+        moe_block = DeepSeekV3MoE if config.is_mla else DeepSeekMoE  # V2/V3's router beside DeepSeekMoE's
+        self.mlp = moe_block(config, **kw) if moe else SwiGLU(config.d_model, config.d_ff, **kw)
 
     def forward(
         self,

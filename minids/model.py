@@ -22,11 +22,13 @@ from torch import nn
 
 from .config import ModelConfig
 from .kv_cache import KVCache
+from .latent_cache import LatentKVCache
 from .layer import DecoderLayer
 from .moe import DeepSeekMoE
 from .norm import RMSNorm
 from .rolling_cache import RollingKVCache
 from .rope import RotaryEmbedding
+from .yarn import YarnRotaryEmbedding
 
 
 class DeepSeekLM(nn.Module):
@@ -43,7 +45,10 @@ class DeepSeekLM(nn.Module):
         )
         self.norm = RMSNorm(config.d_model, config.norm_eps, **kw)
         self.lm_head = nn.Linear(config.d_model, config.vocab_size, bias=False, **kw)
-        self.rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_seq_len)
+        if config.is_mla:  # RoPE on the decoupled d_h^R channels only, with YaRN if the config stretches it
+            self.rope = YarnRotaryEmbedding(config.rope_dim, config.rope_theta, config.max_seq_len, config.rope_scaling)
+        else:
+            self.rope = RotaryEmbedding(config.head_dim, config.rope_theta, config.max_seq_len)
         if target.type != "meta":
             self.materialize(target)
 
@@ -89,7 +94,7 @@ class DeepSeekLM(nn.Module):
         """An empty cache on this model's device and dtype: a KVCache, or for a model with sliding-window
         layers a RollingKVCache (each window layer keeps only its last W positions; rolling_cache.py)."""
         w = self.lm_head.weight
-        kind = RollingKVCache if self.config.windowed else KVCache
+        kind = LatentKVCache if self.config.is_mla else RollingKVCache if self.config.windowed else KVCache
         return kind(self.config, batch, max_len, device=w.device, dtype=w.dtype)
 
     # ---- forward ----------------------------------------------------------------------------------

@@ -37,7 +37,7 @@ from dataclasses import dataclass
 
 import torch
 import torch.nn.functional as F
-from einops import rearrange
+from einops import rearrange, repeat
 from torch import nn
 
 from .config import ModelConfig
@@ -284,6 +284,96 @@ class DeepSeekMoE(nn.Module):
         shared = self.shared_experts.gate_proj.out_features if self.shared_experts is not None else 0
         return (f"routed={self.n_experts} x {self.experts[0].gate_proj.out_features}, top_k={self.top_k}, "
                 f"shared width={shared}, scoring={self.scoring}, impl={self.impl}")
+
+
+# ---- DeepSeek-V2 and V3's router (arXiv 2405.04434 section 2.2; 2412.19437 section 2.1.2) ----------------------
+def route_v2v3(logits: torch.Tensor, k: int, topk_method: str = "greedy", n_group: int | None = None,
+               topk_group: int | None = None, norm_topk_prob: bool = False, routed_scaling: float = 1.0,
+               bias: torch.Tensor | None = None) -> Routing:
+    """The routers of transformers' DeepseekV2TopkRouter and DeepseekV3TopkRouter, in float32.
+
+    "greedy"                V2 (and DeepSeekMoE): softmax scores, the k largest
+    "group_limited_greedy"  V2: softmax; the E experts form n_group groups (V2: one per device), a group is scored
+                            by its best expert, and each token chooses only within its topk_group best groups
+    "noaux_tc"              V3: sigmoid scores s_i; b_i (e_score_correction_bias, the loss-free balancing bias) is
+                            added for choosing only; a group is scored by the sum of its two best s_i + b_i;
+                            gates are the chosen s_i, renormalised (norm_topk_prob) and x routed_scaling (2.5)
+    """
+    logits = logits.float()
+    T, E = logits.shape
+    v3 = topk_method == "noaux_tc"
+    scores = logits.sigmoid() if v3 else logits.softmax(dim=-1)  # (T, E)
+    choice = scores + bias.float() if (v3 and bias is not None) else scores
+    if topk_method != "greedy":
+        groups = rearrange(choice, "T (g e) -> T g e", g=n_group)
+        group_score = groups.topk(2, dim=-1).values.sum(dim=-1) if v3 else groups.amax(dim=-1)  # (T, g)
+        best = group_score.topk(topk_group, dim=-1).indices  # (T, topk_group)
+        allowed = torch.zeros_like(group_score, dtype=torch.bool).scatter_(1, best, True)
+        allowed = repeat(allowed, "T g -> T (g e)", e=E // n_group)
+        choice = choice.masked_fill(~allowed, float("-inf"))  # experts outside the chosen groups cannot win
+    experts = choice.topk(k, dim=-1).indices  # (T, k)
+    weights = scores.gather(-1, experts)
+    if norm_topk_prob:
+        weights = weights / (weights.sum(dim=-1, keepdim=True) + 1e-20)
+    return Routing(scores=scores, experts=experts, weights=weights * routed_scaling)
+
+
+class TopkRouter(nn.Linear):
+    """V2/V3's router: `gate.weight` (E, d) as a Linear without bias, plus for V3 the buffer
+    `gate.e_score_correction_bias` (E,), the selection bias b_i, as the checkpoints name them."""
+
+    def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
+        super().__init__(config.d_model, config.n_routed_experts, bias=False, device=device, dtype=dtype)
+        self.k, self.topk_method = config.n_experts_per_token, config.topk_method
+        self.n_group, self.topk_group = config.n_group or 1, config.topk_group or 1
+        self.norm_topk_prob, self.routed_scaling = config.norm_topk_prob, config.routed_scaling
+        if config.router_scoring == "sigmoid":
+            self.register_buffer("e_score_correction_bias",
+                                 torch.zeros(config.n_routed_experts, device=device, dtype=torch.float32))
+        else:
+            self.e_score_correction_bias = None
+
+    def choose(self, logits: torch.Tensor) -> Routing:
+        return route_v2v3(logits, self.k, self.topk_method, self.n_group, self.topk_group, self.norm_topk_prob,
+                          self.routed_scaling, self.e_score_correction_bias)
+
+
+class DeepSeekV3MoE(DeepSeekMoE):
+    """The MoE block of DeepSeek-V2 and V3: DeepSeekMoE's shared and fine-grained experts (same names, same
+    three implementations of the routed sum) with V2/V3's router (TopkRouter). With bias_update_speed > 0,
+    update_bias() moves `gate.e_score_correction_bias` as DeepSeekMoE moves its expert_bias."""
+
+    def __init__(self, config: ModelConfig, device=None, dtype=None) -> None:
+        super().__init__(config.replace(bias_update_speed=0.0), device=device, dtype=dtype)
+        self.gate = TopkRouter(config, device=device, dtype=dtype)
+        self.bias_update_speed = config.bias_update_speed
+        if self.bias_update_speed > 0 and self.gate.e_score_correction_bias is None:
+            raise ValueError("DeepSeekV3MoE: bias_update_speed needs V3's sigmoid router (router_scoring='sigmoid')")
+
+    def route(self, u: torch.Tensor) -> Routing:
+        with torch.autocast(u.device.type, enabled=False):  # float32, as DeepSeekMoE.route
+            logits = F.linear(u.float(), self.gate.weight.float())  # (T, E)
+        return self.gate.choose(logits)
+
+    def reset_parameters(self) -> None:
+        if self.gate.e_score_correction_bias is not None:
+            with torch.no_grad():
+                self.gate.e_score_correction_bias.zero_()
+        self._load_since_update = None
+
+    def _record(self, routing: Routing, n_sequences: int) -> None:
+        super()._record(routing, n_sequences)
+        if self.bias_update_speed > 0 and self.training:
+            self._load_since_update = (self.load if self._load_since_update is None
+                                       else self._load_since_update + self.load)
+
+    @torch.no_grad()
+    def update_bias(self) -> None:
+        if self.bias_update_speed <= 0 or self._load_since_update is None:
+            return
+        load = self._load_since_update
+        self.gate.e_score_correction_bias += self.bias_update_speed * torch.sign(load.mean() - load)
+        self._load_since_update = None
 
 
 # ---- grouped GEMM, where this torch has it ----------------------------------------------------------------

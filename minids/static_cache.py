@@ -234,6 +234,9 @@ _WINDOWED_MESSAGE = (
 
 
 def _check_full_attention(model: DeepSeekLM, who: str) -> None:
+    if model.config.is_mla:
+        raise ValueError(f"{who}: the static step is written for GQA's KVCache; this model uses multi-head latent "
+                         "attention (kv_lora_rank set): decode it with minids.generate, which uses its LatentKVCache")
     if model.config.windowed:
         raise ValueError(_WINDOWED_MESSAGE.format(who=who, window=model.config.sliding_window))
 
