@@ -211,6 +211,9 @@ def main(argv=None) -> None:
                    help="the static step's decode attention kernels to time")
     p.add_argument("--compile-layers", type=int, nargs="+", default=[1], choices=[0, 1],
                    help="1: each layer's halves around attention through Inductor; 0: eager kernels")
+    p.add_argument("--baseline", default="sdpa", choices=DECODE_KERNELS,
+                   help="the previous path (this kernel, eager layers) re-timed in the same run at --baseline-batches")
+    p.add_argument("--baseline-batches", type=int, nargs="*", default=[1, 8, 64])
     p.add_argument("--steps", type=int, default=32)
     p.add_argument("--repeats", type=int, default=3)
     p.add_argument("--no-hf", action="store_true")
@@ -327,9 +330,11 @@ def main(argv=None) -> None:
                     save()
                     continue
                 floor = (weight_bytes + kv_bytes) / args.bandwidth
-                for attn in good:
-                    for compiled in args.compile_layers:
-                        measure(model, preset, name, batch, context, floor, attn, compiled, fields)
+                paths = [(attn, compiled) for attn in good for compiled in args.compile_layers]
+                if batch in args.baseline_batches and (args.baseline, 0) not in paths:
+                    paths.append((args.baseline, 0))  # the earlier path on the same card, in the same run
+                for attn, compiled in paths:
+                    measure(model, preset, name, batch, context, floor, attn, compiled, fields)
         if flex_seen is not None:
             add("flex_decoding_template_used", "minids", preset, flex_seen.get("decoding", 0) > 0, "bool",
                 kv_heads=cfg.n_kv_heads, lowering_choices=dict(flex_seen))
