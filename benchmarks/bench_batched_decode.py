@@ -222,7 +222,9 @@ def main(argv=None) -> None:
     p.add_argument("--hf-eager-batches", type=int, nargs="*", default=[],
                    help="transformers' default (dynamic cache, eager) generate at these batches")
     p.add_argument("--profile-batch", type=int, default=1, help="profile the step at this batch (0: none)")
-    p.add_argument("--bandwidth", type=float, default=4.3e12)
+    p.add_argument("--bandwidth", type=float, default=None,
+                   help="bytes/s for the floor; default: the device-to-device copy measured on this kind of card "
+                        "(H200 4.3e12, H100 3.0e12)")
     p.add_argument("--reserve-gb", type=float, default=3.0, help="memory left free for activations")
     p.add_argument("--deadline-s", type=float, default=480)
     p.add_argument("--previous", default=None, help="a results file whose records are kept in front of the new")
@@ -238,6 +240,10 @@ def main(argv=None) -> None:
     say = lambda m: log(m, logf)  # noqa: E731
     say(f"torch {torch.__version__}, {torch.cuda.get_device_name() if device.type == 'cuda' else 'cpu'}")
     flex_seen = flex_template_probe() if "flex" in args.attn else None
+    if args.bandwidth is None:
+        card = torch.cuda.get_device_name() if device.type == "cuda" else ""
+        args.bandwidth = 3.0e12 if "H100" in card else 4.3e12
+    say(f"floor bandwidth {args.bandwidth / 1e12:.1f} TB/s")
 
     def save() -> None:
         write_records(path, previous + records)
