@@ -297,7 +297,9 @@ def main(argv=None) -> None:
             f"{batch / sec:9.1f} tok/s, floor {floor * 1e3:6.2f} ms -> {floor / sec:.1%}")
         save()
 
-    variants = [(args.preset, k) for k in args.kv_heads] + ([] if args.no_big else [(args.big_preset, None)])
+    # The big model first (its few batches would be the first lost to the deadline otherwise), then --preset's
+    # variants in the order given; transformers runs after the variant with as many KV heads as query heads.
+    variants = ([] if args.no_big else [(args.big_preset, None)]) + [(args.preset, k) for k in args.kv_heads]
     for preset, kv_heads in variants:
         if left() < 20:
             say(f"SKIP {preset}: deadline"); break
@@ -345,7 +347,7 @@ def main(argv=None) -> None:
             add("flex_decoding_template_used", "minids", preset, flex_seen.get("decoding", 0) > 0, "bool",
                 kv_heads=cfg.n_kv_heads, lowering_choices=dict(flex_seen))
             save()
-        if preset == args.preset and kv_heads == args.kv_heads[0] and not args.no_hf:  # transformers, 7B as published
+        if preset == args.preset and cfg.n_kv_heads == cfg.n_heads and not args.no_hf:  # transformers, 7B as published
             from hf_twin import hf_twin
 
             hf = hf_twin(model).eval()
