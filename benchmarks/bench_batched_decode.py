@@ -306,6 +306,12 @@ def main(argv=None) -> None:
         cfg = ModelConfig.preset(preset)
         cfg = cfg if kv_heads is None else cfg.replace(n_kv_heads=kv_heads)
         name = f"{preset} ({cfg.attention_kind}, {cfg.n_kv_heads} KV heads)"
+        from minids import count_params
+
+        if count_params(cfg).total * (2 if dtype == torch.bfloat16 else 4) + 2e9 > free_bytes(device):
+            say(f"SKIP {name}: its weights do not fit on this card")
+            add("does_not_fit", "minids", preset, None, "bytes", kv_heads=cfg.n_kv_heads, what="weights")
+            continue
         torch.manual_seed(0)
         model = DeepSeekLM(cfg, device="meta", dtype=dtype).materialize(device).eval()
         weight_bytes = sum(t.numel() * t.element_size() for t in model.parameters())
