@@ -105,6 +105,8 @@ def visible_keys(kernel: str, start: torch.Tensor, end: torch.Tensor, max_len: i
         keys.mask = rearrange((slots >= start[:, None]) & (slots < end[:, None]), "b s -> b 1 1 s")
     elif kernel == "flex":
         keys.kv_num_blocks, keys.kv_indices = flex_decode_blocks(start, end, max_len)
+    elif kernel == "triton":  # the kernel reads int32; converted here once, not in each of the layers
+        keys.start, keys.end = start.to(torch.int32), end.to(torch.int32)
     return keys
 
 
@@ -276,7 +278,8 @@ def split_kv_decode(q, k, v, start: torch.Tensor, end: torch.Tensor, splits: int
     mid_o = torch.empty(b, h, splits, d, dtype=torch.float32, device=q.device)
     mid_lse = torch.empty(b, h, splits, dtype=torch.float32, device=q.device)
     out = torch.empty(b, h, 1, d, dtype=q.dtype, device=q.device)
-    start, end = start.to(torch.int32), end.to(torch.int32)
+    if start.dtype != torch.int32 or end.dtype != torch.int32:
+        start, end = start.to(torch.int32), end.to(torch.int32)
     _partial_attention[(b, kv_heads, splits)](
         q, k, v, start, end, mid_o, mid_lse,
         q.stride(0), q.stride(1), k.stride(0), k.stride(1), k.stride(2), v.stride(0), v.stride(1), v.stride(2),
