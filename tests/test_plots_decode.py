@@ -19,9 +19,11 @@ def h100_records():
 def test_floor_fractions_takes_the_best_kernel_of_the_family():
     recs = [dict(metric="decode_frac_of_bandwidth_floor", impl="minids", model="m", kv_heads=8, context=2048, batch=1,
                  value=v, decode_attention=k) for v, k in ((0.4, "sdpa"), (0.6, "einsum"), (0.5, "sdpa"), (0.8, "triton"))]
-    assert floor_fractions(recs, BEFORE) == {("m", 8, 2048): {1: (0.6, "einsum")}}
+    assert floor_fractions(recs, BEFORE) == {("m", 8, 2048): {1: (0.6, "einsum")}}  # sdpa: its later 0.5
     assert floor_fractions(recs, AFTER) == {("m", 8, 2048): {1: (0.8, "triton")}}
     assert floor_fractions(recs, None, "transformers") == {}
+    rerun = recs + [dict(recs[3], value=0.7)]  # the same kernel measured again: the later run counts, not the max
+    assert floor_fractions(rerun, AFTER) == {("m", 8, 2048): {1: (0.7, "triton")}}
 
 
 def test_figure_has_a_panel_per_model_and_before_after_lines():
@@ -45,6 +47,9 @@ def test_figure_has_a_panel_per_model_and_before_after_lines():
     want = floor_fractions(records, AFTER)[("deepseek-llm-7b", 4, 2048)]
     assert list(after.get_xdata()) == [1, 2, 4, 8, 16, 32, 64, 128] == list(want)
     assert list(after.get_ydata()) == pytest.approx([100 * f for f, _ in want.values()])
+    last = [r for r in records if r["metric"] == "decode_frac_of_bandwidth_floor" and r["kv_heads"] == 4
+            and r["context"] == 2048 and r["batch"] == 1 and r.get("decode_attention") == "triton"][-1]
+    assert want[1] == (last["value"], "triton+compiled")  # the file's later run of that point
     matplotlib.pyplot.close(fig)
 
 

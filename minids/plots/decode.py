@@ -18,18 +18,23 @@ AFTER = ("flex", "triton")  # split-KV
 
 def floor_fractions(records: list[dict], kernels: tuple | None, impl: str = "minids") -> dict[tuple, dict[int, tuple]]:
     """{(model, kv_heads, context): {batch: (fraction, kernel)}} for `impl`'s records whose decode_attention is
-    one of `kernels` (None: any), the best per batch."""
-    out: dict[tuple, dict[int, tuple]] = {}
+    one of `kernels` (None: any): per point the best kernel, each kernel at its latest measurement (a file that
+    holds two runs counts the later one, not the luckier one)."""
+    latest: dict[tuple, float] = {}  # (model, kv_heads, context, batch, kernel) -> fraction; later records win
     for r in records:
         if r.get("metric") != METRIC or r.get("impl") != impl or r.get("value") is None:
             continue
         if kernels is not None and r.get("decode_attention") not in kernels:
             continue
-        key = (r["model"], r["kv_heads"], r["context"])
         kernel = r.get("decode_attention", "?") + ("+compiled" if r.get("compile_layers") else "")
-        best = out.setdefault(key, {}).get(r["batch"])
-        if best is None or r["value"] > best[0]:
-            out[key][r["batch"]] = (r["value"], kernel)
+        if r.get("path") and impl != "minids":
+            kernel = r["path"]
+        latest[(r["model"], r["kv_heads"], r["context"], r["batch"], kernel)] = r["value"]
+    out: dict[tuple, dict[int, tuple]] = {}
+    for (model, kv, context, batch, kernel), value in latest.items():
+        best = out.setdefault((model, kv, context), {}).get(batch)
+        if best is None or value > best[0]:
+            out[(model, kv, context)][batch] = (value, kernel)
     return {k: dict(sorted(v.items())) for k, v in out.items()}
 
 
