@@ -251,7 +251,8 @@ def static_decode_step(
     first, second = compiled_halves() if compile_layers else (layer_in, layer_out)
     x = model.embed_tokens(token)  # (b, 1, d_model)
     for i, layer in enumerate(model.layers):
-        w_qkv, w_gate_up = (getattr(layer, FUSED_QKV, None), getattr(layer, FUSED_GATE_UP, None)) if fused else (None, None)
+        w_qkv = getattr(layer, FUSED_QKV, None) if fused else None
+        w_gate_up = getattr(layer, FUSED_GATE_UP, None) if fused else None
         q, k, v = first(layer, x, cos, sin, fused, w_qkv)
         cache.keys[i].index_copy_(2, pos, k)  # (b, k, max_len, d): position pos of every row
         cache.values[i].index_copy_(2, pos, v)

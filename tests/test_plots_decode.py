@@ -17,8 +17,9 @@ def h100_records():
 
 
 def test_floor_fractions_takes_the_best_kernel_of_the_family():
+    measured = ((0.4, "sdpa"), (0.6, "einsum"), (0.5, "sdpa"), (0.8, "triton"))
     recs = [dict(metric="decode_frac_of_bandwidth_floor", impl="minids", model="m", kv_heads=8, context=2048, batch=1,
-                 value=v, decode_attention=k) for v, k in ((0.4, "sdpa"), (0.6, "einsum"), (0.5, "sdpa"), (0.8, "triton"))]
+                 value=v, decode_attention=k) for v, k in measured]
     assert floor_fractions(recs, BEFORE) == {("m", 8, 2048): {1: (0.6, "einsum")}}  # sdpa: its later 0.5
     assert floor_fractions(recs, AFTER) == {("m", 8, 2048): {1: (0.8, "triton")}}
     assert floor_fractions(recs, None, "transformers") == {}
