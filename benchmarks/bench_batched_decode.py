@@ -34,6 +34,8 @@ kv_bytes, floor_ms. A batch whose cache does not fit is recorded as skipped (met
 profile_us_per_step: where the batch-1 step's GPU time goes (part = attention, matmul, elementwise/other,
 gaps), from torch.profiler over graph replays. --previous FILE keeps that file's records in front of the
 new ones (the before/after history). File: <out>/batched_decode_gpu.json (replaced), log beside it.
+Published batch-1 figures to set beside these (gpt-fast, a fused "megakernel"): docs/references.md#decode-anchors;
+the split-KV kernels this times: docs/references.md#split-kv.
 """
 
 from __future__ import annotations
