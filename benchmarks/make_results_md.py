@@ -103,13 +103,15 @@ def main():
         commands = sorted({r.get("command", "") for r in recs})
         devices = sorted({r.get("device", "") for r in recs})
         lines += [f"## {name}", "", f"Device: {', '.join(devices)}; torch {recs[0].get('torch', '?')}; "
-                  f"date {recs[0].get('date', '?')}.", "", "Reproduce: " + "; ".join(f"`{c}`" for c in commands), "",
+                  f"date {', '.join(sorted({str(r.get('date', '?')) for r in recs}))}.", "", "Reproduce: " + "; ".join(f"`{c}`" for c in commands), "",
                   "| metric | impl | variant | model | BxT | value | unit | note |", "|---|---|---|---|---|---|---|---|"]
         for r in recs:
             note = r.get("error", "")
-            for k in ("compile_s", "first_step_s"):
+            for k in ("compile_s", "first_step_s", "part", "lowering_choices"):
                 if k in r:
                     note += f"{k} {r[k]}"
+            if r.get("kernels"):  # a profile's busiest kernels
+                note += "; ".join(f"{name[:40]} {us} us" for name, us in r["kernels"][:3])
             lines.append(f"| {r['metric']} | {r['impl']} | {variant(r)} | {r['model']} | {shape(r)} | "
                          f"{fmt(r.get('value'), r['unit'])} | {r['unit']} | {note} |")
         lines.append("")

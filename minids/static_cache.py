@@ -52,6 +52,7 @@ runs 4 GEMVs per layer instead of 7: one for q, k, v, o -> 2, one for gate, up, 
 
 from __future__ import annotations
 
+import functools
 from typing import Callable
 
 import torch
@@ -59,7 +60,7 @@ import torch.nn.functional as F
 from einops import rearrange
 from torch import nn
 
-from .attention import decode_attention, grouped_einsum_decode
+from .decode_attention import DECODE_KERNELS, decode, visible_keys
 from .generate import pad_prompts
 from .kv_cache import KVCache
 from .layer import DecoderLayer
@@ -160,11 +161,14 @@ def unfuse_projections(model: DeepSeekLM) -> DeepSeekLM:
     return model
 
 
-def qkv_projections(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> tuple[torch.Tensor, ...]:
+def qkv_projections(layer: DecoderLayer, h: torch.Tensor, fused: bool,
+                    w: torch.Tensor | None = None) -> tuple[torch.Tensor, ...]:
     """q (b, t, h*d), k and v (b, t, k*d): three GEMVs, or one over the fused matrix split by columns.
 
+    w: the fused matrix, when the caller passes it (a compiled step takes it as an input, not an attribute).
     Refuses a sliding-window layer: the static step's mask (`key position <= pos`) has no window."""
-    attn, w = layer.self_attn, getattr(layer, FUSED_QKV, None) if fused else None
+    attn = layer.self_attn
+    w = w if w is not None else getattr(layer, FUSED_QKV, None) if fused else None
     if attn.window is not None:
         raise ValueError(_WINDOWED_MESSAGE.format(who="static_decode_step", window=attn.window))
     if w is None:
@@ -173,21 +177,52 @@ def qkv_projections(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> tuple[
     return F.linear(h, w).split([d_q, d_kv, d_kv], dim=-1)
 
 
-def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool) -> torch.Tensor:
-    """SwiGLU: W_down(SiLU(W_gate h) * W_up h), with gate and up from one GEMV when fused."""
-    mlp, w = layer.mlp, getattr(layer, FUSED_GATE_UP, None) if fused else None
+def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool, w: torch.Tensor | None = None) -> torch.Tensor:
+    """SwiGLU: W_down(SiLU(W_gate h) * W_up h), with gate and up from one GEMV when fused (w as above)."""
+    mlp = layer.mlp
+    w = w if w is not None else getattr(layer, FUSED_GATE_UP, None) if fused else None
     if w is None:
         return mlp(h)
     gate, up = F.linear(h, w).chunk(2, dim=-1)
     return mlp.down_proj(F.silu(gate) * up)
 
 
-DECODE_ATTENTION = {"sdpa": decode_attention, "einsum": grouped_einsum_decode}
+def layer_in(layer: DecoderLayer, x: torch.Tensor, cos, sin, fused: bool, w_qkv: torch.Tensor | None = None):
+    """The step's first half of a layer, up to attention: RMSNorm, q/k/v projections, RoPE.
+
+    Returns q (b, h, 1, d), and the new token's k, v (b, k, 1, d)."""
+    attn = layer.self_attn
+    q, k, v = qkv_projections(layer, layer.input_layernorm(x), fused, w_qkv)
+    q = rearrange(q, "b 1 (h d) -> b h 1 d", h=attn.n_heads)
+    k = rearrange(k, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
+    v = rearrange(v, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
+    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+
+
+def layer_out(layer: DecoderLayer, x: torch.Tensor, out: torch.Tensor, fused: bool,
+              w_gate_up: torch.Tensor | None = None) -> torch.Tensor:
+    """The second half, after attention: o_proj and residual, RMSNorm, SwiGLU and residual."""
+    x = x + layer.self_attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
+    return x + feed_forward(layer, layer.post_attention_layernorm(x), fused, w_gate_up)
+
+
+@functools.lru_cache(maxsize=None)
+def compiled_halves() -> tuple[Callable, Callable]:
+    """layer_in and layer_out compiled by Inductor (default mode: no CUDA graphs of its own, so a CUDAGraphStep
+    can record the kernels it launches). Each half's element-wise work (RMSNorm in float32, RoPE, SiLU * up,
+    residual adds: ~20 small kernels per layer in eager PyTorch) becomes a few fused kernels around the
+    matrix products. The layer is an argument, so one compilation serves every layer of the same shape; the
+    fused matrices are passed as inputs (they are plain attributes, which torch.compile would otherwise
+    treat as per-layer constants). The cache writes and the attention kernel stay outside."""
+    from .fast import _allow_recompiles
+
+    _allow_recompiles(64)
+    return torch.compile(layer_in, fullgraph=True), torch.compile(layer_out, fullgraph=True)
 
 
 def static_decode_step(
     model: DeepSeekLM, cache: KVCache, token: torch.Tensor, pos: torch.Tensor, fused: bool = False,
-    pad: torch.Tensor | None = None, attn: str = "sdpa",
+    pad: torch.Tensor | None = None, attn: str = "sdpa", compile_layers: bool = False,
 ) -> torch.Tensor:
     """Logits (b, vocab) for the next position, given token (b, 1) at position pos (a (1,) long tensor).
 
@@ -196,34 +231,33 @@ def static_decode_step(
     fused: use the layers' fused q/k/v and gate/up matrices (see fuse_projections) where they exist.
     pad: (b,) left-padding of each row (a batch of prompts of different lengths): row b's token sits at
     position pos - pad[b] of its own sequence, and its first pad[b] cache slots are hidden.
-    attn: "sdpa" (decode_attention: the fused kernel) or "einsum" (grouped_einsum_decode: two batched
-    products); the same function, measured against each other by benchmarks/bench_batched_decode.py.
+    attn: the decode attention kernel, one of DECODE_KERNELS (minids/decode_attention.py): "sdpa" (the
+    mask-taking fused kernel, one block per row and KV head), "einsum" (grouped_einsum_decode, the readable
+    reference), "flex" (FlexAttention's split-KV decoding kernel) or "triton" (minids' own split-KV kernel);
+    on a CPU "flex" and "triton" run the einsum. The same function; benchmarks/bench_batched_decode.py
+    measures them against each other.
+    compile_layers: run each layer's two halves around attention (layer_in, layer_out) through Inductor,
+    compiled once for all layers (compiled_halves); the same function, fewer and fused kernels.
     """
-    attend = DECODE_ATTENTION[attn]
-    max_len = cache.max_len
-    slots = torch.arange(max_len, device=pos.device)
+    batch = token.shape[0]
+    start = pad if pad is not None else torch.zeros(batch, dtype=torch.long, device=pos.device)
+    end = (pos + 1).expand(batch)  # the keys written so far, this token's included
+    keys = visible_keys(attn, start, end, cache.max_len)  # the mask or block lists: once per step, not per layer
     if pad is None:
         cos, sin = model.rope(pos)  # (1, d): gathered on the device, no Python int involved
-        visible = rearrange(slots <= pos, "s -> 1 1 1 s")  # the keys written so far; broadcast over (b, k, r, s)
     else:
         cos, sin = model.rope(pos - pad)  # (b, d): each row's own position
         cos, sin = rearrange(cos, "b d -> b 1 1 d"), rearrange(sin, "b d -> b 1 1 d")
-        visible = (slots[None, :] <= pos) & (slots[None, :] >= pad[:, None])  # (b, s): written and not padding
-        visible = rearrange(visible, "b s -> b 1 1 s")
+    first, second = compiled_halves() if compile_layers else (layer_in, layer_out)
     x = model.embed_tokens(token)  # (b, 1, d_model)
     for i, layer in enumerate(model.layers):
-        attn = layer.self_attn
-        h = layer.input_layernorm(x)
-        q, k, v = qkv_projections(layer, h, fused)
-        q = rearrange(q, "b 1 (h d) -> b h 1 d", h=attn.n_heads)
-        k = rearrange(k, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
-        v = rearrange(v, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
-        q, k = apply_rope(q, cos, sin), apply_rope(k, cos, sin)
+        w_qkv = getattr(layer, FUSED_QKV, None) if fused else None
+        w_gate_up = getattr(layer, FUSED_GATE_UP, None) if fused else None
+        q, k, v = first(layer, x, cos, sin, fused, w_qkv)
         cache.keys[i].index_copy_(2, pos, k)  # (b, k, max_len, d): position pos of every row
         cache.values[i].index_copy_(2, pos, v)
-        out = attend(q, cache.keys[i], cache.values[i], mask=visible)
-        x = x + attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
-        x = x + feed_forward(layer, layer.post_attention_layernorm(x), fused)
+        out = decode(q, cache.keys[i], cache.values[i], keys)
+        x = second(layer, x, out, fused, w_gate_up)
     return model.lm_head(model.norm(x))[:, 0]
 
 
@@ -249,14 +283,16 @@ class CUDAGraphStep:
     overwritten by the next call: use them (argmax, sampling) before calling again.
     """
 
-    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False, attn: str = "sdpa") -> None:
+    def __init__(self, model: DeepSeekLM, cache: KVCache, pos: int, fused: bool = False, attn: str = "sdpa",
+                 compile_layers: bool = False) -> None:
         device = cache.keys[0].device
         if device.type != "cuda":
             raise ValueError(f"CUDAGraphStep needs a CUDA model and cache, got device {device}")
         self.token = torch.zeros(cache.batch, 1, dtype=torch.long, device=device)
         self.pos = torch.full((1,), pos, dtype=torch.long, device=device)
         self.pad = torch.zeros(cache.batch, dtype=torch.long, device=device)  # rows' left padding, copied in
-        step = lambda: static_decode_step(model, cache, self.token, self.pos, fused, self.pad, attn)  # noqa: E731
+        step = lambda: static_decode_step(  # noqa: E731
+            model, cache, self.token, self.pos, fused, self.pad, attn, compile_layers)
         side = torch.cuda.Stream()  # CUDA requires the warm-up before capture to run on a side stream
         side.wait_stream(torch.cuda.current_stream())
         with torch.cuda.stream(side):
@@ -321,7 +357,9 @@ class StaticDecoder:
     """Greedy generation with the static step; the cache and the recorded/compiled step are made once.
 
     capture: "none" (eager static step, any device), "graph" (CUDAGraphStep) or "compile" (compiled_step).
-    attn: the step's attention, "sdpa" or "einsum" (see static_decode_step).
+    attn: the step's decode attention kernel, one of DECODE_KERNELS (see static_decode_step).
+    compile_layers: compile each layer's halves around attention with Inductor (capture "graph" or "none";
+    capture "compile" compiles the whole step anyway).
     fuse: run fuse_projections(model) (in place, no second copy) and use one GEMV for q/k/v and one for
     gate/up. None (the default) means True on CUDA, where fewer and larger GEMVs read the weights closer to
     full bandwidth, and False elsewhere, so that on a CPU the step stays the literal one the chapter shows and
@@ -335,11 +373,11 @@ class StaticDecoder:
 
     @torch.inference_mode()
     def __init__(self, model: DeepSeekLM, batch: int = 1, max_len: int | None = None, capture: str = "none",
-                 fuse: bool | None = None, attn: str = "sdpa"):
+                 fuse: bool | None = None, attn: str = "sdpa", compile_layers: bool = False):
         if capture not in CAPTURE_MODES:
             raise ValueError(f"capture must be one of {CAPTURE_MODES}, got {capture!r}")
-        if attn not in DECODE_ATTENTION:
-            raise ValueError(f"attn must be one of {tuple(DECODE_ATTENTION)}, got {attn!r}")
+        if attn not in DECODE_KERNELS:
+            raise ValueError(f"attn must be one of {DECODE_KERNELS}, got {attn!r}")
         if fuse not in (None, True, False):
             raise ValueError(f"fuse must be None (True on CUDA, False elsewhere), True or False, got {fuse!r}")
         _check_full_attention(model, "StaticDecoder")
@@ -352,12 +390,13 @@ class StaticDecoder:
         self.fingerprint = weights_fingerprint(model) if self.frozen else None
         self.cache = model.new_kv_cache(batch, max_len)
         if capture == "graph":  # recorded now; the warm-up writes at position 0 are overwritten by prefill
-            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse, attn=attn)
+            self.step = CUDAGraphStep(model, self.cache, pos=0, fused=self.fuse, attn=attn,
+                                      compile_layers=compile_layers)
         elif capture == "compile":  # compiled (and its graphs recorded) on the first calls
             self.step = compiled_step(model, self.cache, fused=self.fuse, attn=attn)
         else:
             self.step = lambda token, pos, pad=None: static_decode_step(  # noqa: E731
-                model, self.cache, token, pos, self.fuse, pad, attn)
+                model, self.cache, token, pos, self.fuse, pad, attn, compile_layers)
 
     @torch.inference_mode()
     def generate(self, ids: torch.Tensor | list[torch.Tensor], max_new_tokens: int):
