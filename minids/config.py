@@ -386,7 +386,12 @@ class ModelConfig:
         return replace(self, **changes)
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        """The fields as a dict that `ModelConfig(**d)` rebuilds. The multi-head latent attention and V2/V3 routing
+        fields are left out while they hold their defaults, so that a results file written before those fields
+        existed still compares equal to the same config now (experiments resume and merge by that comparison)."""
+        d = asdict(self)
+        defaults = {f.name: f.default for f in fields(self)}
+        return {k: v for k, v in d.items() if not (k in _MLA_FIELDS and v == defaults[k])}
 
     # ---- presets -------------------------------------------------------------------------------
     @classmethod

@@ -110,3 +110,13 @@ def test_from_hf_bad_source():
         ModelConfig.from_hf(42)
     with pytest.raises(FileNotFoundError, match="no config.json"):
         ModelConfig.from_hf("/nonexistent/folder")
+
+
+def test_to_dict_rebuilds_the_config_and_omits_unused_latent_fields():
+    from minids import ModelConfig
+
+    for name in ("deepseek-llm-67b", "deepseek-moe-16b", "deepseek-v3", "deepseek-v2-lite"):
+        cfg = ModelConfig.preset(name)
+        assert ModelConfig(**cfg.to_dict()) == cfg
+    assert "kv_lora_rank" not in ModelConfig.preset("deepseek-llm-67b").to_dict()  # older results files compare equal
+    assert ModelConfig.preset("deepseek-v3").to_dict()["kv_lora_rank"] == 512
