@@ -145,6 +145,21 @@ def map_table(stops: list[Stop] | None = None, links_from: Path | None = None) -
     return "\n".join(rows)
 
 
+def _coalesce_streams(nb) -> None:
+    """Join each cell's consecutive stdout (or stderr) pieces into one output, as `jupyter nbconvert --execute`
+    stores them: a streamed generation is one block of text, not a piece per token."""
+    for cell in nb.cells:
+        merged = []
+        for out in cell.get("outputs", []):
+            if (merged and out.get("output_type") == "stream" and merged[-1].get("output_type") == "stream"
+                    and merged[-1].get("name") == out.get("name")):
+                merged[-1]["text"] += out["text"]
+            else:
+                merged.append(out)
+        if "outputs" in cell:
+            cell["outputs"] = merged
+
+
 def time_notebooks(paths: list[Path], timeout: int = 600, save: bool = False) -> dict[str, float]:
     """Run each notebook once in a fresh kernel, as nbval does, and return its wall seconds; with save=True the
     executed notebook replaces the file (atomically), as `jupyter nbconvert --execute --inplace` would."""
@@ -158,6 +173,7 @@ def time_notebooks(paths: list[Path], timeout: int = 600, save: bool = False) ->
         NotebookClient(nb, timeout=timeout, resources={"metadata": {"path": str(path.parent)}}).execute()
         seconds[path.relative_to(PROJECT_ROOT).as_posix()] = round(time.perf_counter() - start, 1)
         if save:
+            _coalesce_streams(nb)
             tmp = path.with_suffix(".ipynb.tmp")
             nbformat.write(nb, tmp)
             os.replace(tmp, path)

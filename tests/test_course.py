@@ -4,6 +4,7 @@ notebook; every main chapter stays within the limits a learner can finish in one
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -35,8 +36,8 @@ def test_main_chapter_within_limits(path):
                          ids=[p.stem for p in MAIN if not p.stem.startswith("00_")])
 def test_every_chapter_after_00_has_exercises_and_solutions(path):
     cells = json.loads(path.read_text(encoding="utf-8"))["cells"]
-    headings = ["".join(c["source"]) for c in cells if c["cell_type"] == "markdown"]
-    assert any(h.lstrip().startswith("## Exercises") for h in headings), f"{path.name} has no '## Exercises' section"
+    markdown = "\n".join("".join(c["source"]) for c in cells if c["cell_type"] == "markdown")
+    assert re.search(r"^## Exercises", markdown, re.M), f"{path.name} has no '## Exercises' section"
     assert (course.NOTEBOOKS / "solutions" / f"{path.stem}_solutions.ipynb").exists(), f"{path.name} has no solutions"
 
 
@@ -82,3 +83,16 @@ def test_readme_map_is_the_current_map():
     text = course.README.read_text(encoding="utf-8")
     assert course.readme_map(text) == course.map_table(), (
         "README.md's course map is out of date: run `python -m minids.course --readme`")
+
+
+def test_saved_streams_are_joined_as_nbconvert_stores_them():
+    import nbformat
+
+    nb = nbformat.v4.new_notebook()
+    cell = nbformat.v4.new_code_cell("")
+    cell.outputs = [nbformat.v4.new_output("stream", name="stdout", text=t) for t in ("a", "b\n", "c")]
+    cell.outputs.insert(2, nbformat.v4.new_output("stream", name="stderr", text="warn\n"))
+    nb.cells = [cell]
+    course._coalesce_streams(nb)
+    assert [(o["name"], o["text"]) for o in nb.cells[0].outputs] == [("stdout", "ab\n"), ("stderr", "warn\n"),
+                                                                      ("stdout", "c")]
