@@ -120,9 +120,9 @@ def _flex_kernel(device_type: str):
     forms the whole (t, t) score matrix of every head.
     """
     if device_type == "cuda":
-        from .fast import _allow_recompiles
+        from .recompile import allow_recompiles
 
-        _allow_recompiles(64)
+        allow_recompiles(64)
         return torch.compile(flex_attention, dynamic=True)
     return flex_attention
 

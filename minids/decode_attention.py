@@ -170,9 +170,9 @@ def _flex_decode_compiled():
 
     The BlockMask object is wrapped inside the compiled function from the step's tensors, so the compiled code
     takes plain tensors and is reused by every layer; its index tensors were built once per step."""
-    from .fast import _allow_recompiles
+    from .recompile import allow_recompiles
 
-    _allow_recompiles(64)
+    allow_recompiles(64)
     return torch.compile(_flex_decode_eager, dynamic=False, fullgraph=True)
 
 

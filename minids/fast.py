@@ -26,6 +26,7 @@ from typing import Callable
 import torch
 from torch import nn
 
+from .recompile import allow_recompiles as _allow_recompiles
 from .train import lm_loss
 
 SDPA_BACKENDS = ("default", "flash", "cudnn", "efficient", "math")
@@ -51,16 +52,6 @@ def compile_model(model: nn.Module, *, dynamic: bool = False, backend: str = "in
         layer.compile(**options)
     model.norm.compile(**options)
     return model
-
-
-def _allow_recompiles(at_least: int) -> None:
-    """Older torch (< 2.5) guards each layer module separately and would recompile per layer; past the
-    recompile limit (8) it silently falls back to eager. Raise the limit so every layer stays compiled."""
-    config = torch._dynamo.config
-    for name in ("recompile_limit", "cache_size_limit"):  # renamed in newer torch; set whichever exists
-        if hasattr(config, name) and getattr(config, name) < at_least:
-            setattr(config, name, at_least)
-            return
 
 
 def uncompile_model(model: nn.Module) -> nn.Module:

@@ -214,9 +214,9 @@ def compiled_halves() -> tuple[Callable, Callable]:
     matrix products. The layer is an argument, so one compilation serves every layer of the same shape; the
     fused matrices are passed as inputs (they are plain attributes, which torch.compile would otherwise
     treat as per-layer constants). The cache writes and the attention kernel stay outside."""
-    from .fast import _allow_recompiles
+    from .recompile import allow_recompiles
 
-    _allow_recompiles(64)
+    allow_recompiles(64)
     return torch.compile(layer_in, fullgraph=True), torch.compile(layer_out, fullgraph=True)
 
 

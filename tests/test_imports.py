@@ -1,9 +1,9 @@
 """Every minids module imports on its own in a fresh interpreter, and the imports that run at import time (module
 level, not inside functions) form no circle: whichever module a user or a notebook imports first, it loads.
 
-The one circle that remains goes through function-level imports only (attention._flex_kernel imports fast,
-train._takes_validate imports model): they run when called, after every module has loaded, so they cannot fail
-the way a module-level circle does. test_no_module_level_import_circle keeps it that way."""
+The model's own modules form no circle even counting the imports inside functions: attention used to import the
+fast paths (for the recompile limit), which import training, which imports the model, which imports the layer,
+which imports attention; the recompile limit now lives in recompile.py, which imports nothing of minids."""
 
 import ast
 import os
@@ -55,7 +55,7 @@ def test_module_list_is_the_package():
 def test_no_module_level_import_circle():
     graph = {name: module_level_imports(name) for name in module_names()}
     assert "minids.layer" in graph["minids.model"] and "minids.attention" in graph["minids.layer"]
-    assert "minids.fast" not in graph["minids.attention"]  # imported inside _flex_kernel, when it runs
+    assert "minids.fast" not in graph["minids.attention"]
     state: dict[str, str] = {}  # depth-first search: "open" while on the current path, "done" after
 
     def visit(name, path):
@@ -102,3 +102,28 @@ def test_every_module_imports_alone_in_a_fresh_interpreter():
                           timeout=600)
     assert done.returncode == 0, f"{done.stdout[-300:]}\n{done.stderr[-3000:]}"
     assert done.stdout.strip() == "FAILED:"
+
+
+def all_imports(name: str) -> set[str]:
+    """The minids modules `name` imports anywhere in its source, inside functions too."""
+    is_package = name.count(".") == 0 or (ROOT.parent / name.replace(".", "/") / "__init__.py").exists()
+    path = ROOT.parent / (name.replace(".", "/") + ("/__init__.py" if is_package else ".py"))
+    package = name if is_package else name.rsplit(".", 1)[0]
+    known, found = set(module_names()), set()
+    for node in ast.walk(ast.parse(path.read_text())):
+        if isinstance(node, ast.ImportFrom) and node.level:
+            base = package.split(".")[: len(package.split(".")) - (node.level - 1)]
+            module = ".".join(base + ([node.module] if node.module else []))
+            found |= ({module} | {f"{module}.{alias.name}" for alias in node.names}) & known
+    return found - {name}
+
+
+def test_the_model_modules_form_no_circle_even_inside_functions():
+    graph = {name: all_imports(name) for name in module_names()}
+    assert "minids.fast" not in graph["minids.attention"] and "minids.recompile" in graph["minids.attention"]
+
+    def reaches(start, goal, seen=()):
+        return any(dep == goal or (dep not in seen and reaches(dep, goal, (*seen, dep))) for dep in graph[start])
+
+    for name in ("minids.attention", "minids.layer", "minids.model", "minids.train", "minids.fast"):
+        assert not reaches(name, name), f"{name} imports itself through a circle of minids modules"
