@@ -153,18 +153,9 @@ def verdict(runs: list[dict], ngram_bpb: float, seeds: tuple[int, ...]) -> dict:
 
 # ---- quality ----------------------------------------------------------------------------------------------
 def load_data(s: QualitySetting, device) -> dict:
-    from ..data.pretrain import pretrain_text
-    from ..tokenizer import Tokenizer
-    from .miniature import token_bytes, token_stream, val_windows
+    from .miniature import load_corpus
 
-    tokenizer = Tokenizer.from_dir(project_path("data", "tokenizer"))
-    texts = {k: pretrain_text(k) for k in ("train", "val")}
-    if s.text_chars:
-        texts = {k: t[:s.text_chars] for k, t in texts.items()}
-    streams = {k: token_stream(t, tokenizer).to(device) for k, t in texts.items()}
-    windows = val_windows(streams["val"], s.seq_len, s.val_windows)
-    return {"train": streams["train"], "windows": windows, "nbytes": token_bytes(tokenizer, s.vocab_size),
-            "texts": texts, "train_tokens": len(streams["train"])}
+    return load_corpus(s.seq_len, s.val_windows, s.vocab_size, s.text_chars, device)
 
 
 def ngram_baseline(s: QualitySetting, data: dict) -> dict:

@@ -118,6 +118,23 @@ def val_windows(stream: torch.Tensor, seq_len: int, limit: int | None = None) ->
     return stream[idx.to(stream.device)]
 
 
+def load_corpus(seq_len: int, n_windows: int | None, vocab_size: int, text_chars: int | None, device) -> dict:
+    """The pre-training corpus as the studies that train on it read it: token streams of the train split, the
+    held-out windows of the val split, the bytes of every token (for bits per byte) and the texts themselves
+    (cut to their first text_chars characters when that is set, for quick settings)."""
+    from ..data.pretrain import pretrain_text
+    from ..paths import project_path
+    from ..tokenizer import Tokenizer
+
+    tokenizer = Tokenizer.from_dir(project_path("data", "tokenizer"))
+    texts = {split: pretrain_text(split) for split in ("train", "val")}
+    if text_chars:
+        texts = {split: t[:text_chars] for split, t in texts.items()}
+    streams = {split: token_stream(t, tokenizer).to(device) for split, t in texts.items()}
+    return {"train": streams["train"], "windows": val_windows(streams["val"], seq_len, n_windows),
+            "nbytes": token_bytes(tokenizer, vocab_size), "texts": texts, "train_tokens": len(streams["train"])}
+
+
 @torch.no_grad()
 def held_out_loss(model, windows: torch.Tensor, nbytes: torch.Tensor, batch: int = 32) -> dict:
     """Mean nats per token and bits per byte over validation windows (bytes: token_bytes of the targets)."""

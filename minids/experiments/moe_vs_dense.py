@@ -255,18 +255,9 @@ def _worker(job: dict) -> dict:
 
 def load_data(setting: MoESetting, device) -> dict:
     """The corpus as token streams (train, val), the held-out windows and the bytes per token (miniature.py)."""
-    from ..data.pretrain import pretrain_text
-    from ..paths import project_path
-    from ..tokenizer import Tokenizer
-    from .miniature import token_bytes, token_stream, val_windows
+    from .miniature import load_corpus
 
-    tokenizer = Tokenizer.from_dir(project_path("data", "tokenizer"))
-    texts = {s: pretrain_text(s) for s in ("train", "val")}
-    if setting.text_chars:
-        texts = {s: t[:setting.text_chars] for s, t in texts.items()}
-    streams = {s: token_stream(t, tokenizer).to(device) for s, t in texts.items()}
-    return {"train": streams["train"], "windows": val_windows(streams["val"], setting.seq_len, setting.val_windows),
-            "nbytes": token_bytes(tokenizer, setting.dense.vocab_size)}
+    return load_corpus(setting.seq_len, setting.val_windows, setting.dense.vocab_size, setting.text_chars, device)
 
 
 # ---- the command --------------------------------------------------------------------------------------------
