@@ -187,37 +187,58 @@ def feed_forward(layer: DecoderLayer, h: torch.Tensor, fused: bool, w: torch.Ten
     return mlp.down_proj(F.silu(gate) * up)
 
 
-def layer_in(layer: DecoderLayer, x: torch.Tensor, cos, sin, fused: bool, w_qkv: torch.Tensor | None = None):
-    """The step's first half of a layer, up to attention: RMSNorm, q/k/v projections, RoPE.
+def layer_in(layer: DecoderLayer, x: torch.Tensor, cos, sin, fused: bool, w_qkv: torch.Tensor | None,
+             k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor) -> torch.Tensor:
+    """A layer up to attention: RMSNorm, q/k/v projections, RoPE, and the new token's key and value written
+    into the layer's cache (b, k, max_len, d) at slot `pos` of every row. Returns q (b, h, 1, d).
 
-    Returns q (b, h, 1, d), and the new token's k, v (b, k, 1, d)."""
+    The cache write sits here, not beside the attention, so that a compiled layer_in does it inside the
+    kernel that applies RoPE to k (Inductor turns `index_copy_` on an input into an in-place store)."""
     attn = layer.self_attn
     q, k, v = qkv_projections(layer, layer.input_layernorm(x), fused, w_qkv)
     q = rearrange(q, "b 1 (h d) -> b h 1 d", h=attn.n_heads)
     k = rearrange(k, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
     v = rearrange(v, "b 1 (k d) -> b k 1 d", k=attn.n_kv_heads)
-    return apply_rope(q, cos, sin), apply_rope(k, cos, sin), v
+    k_cache.index_copy_(2, pos, apply_rope(k, cos, sin))  # position pos of every row
+    v_cache.index_copy_(2, pos, v)
+    return apply_rope(q, cos, sin)
 
 
 def layer_out(layer: DecoderLayer, x: torch.Tensor, out: torch.Tensor, fused: bool,
               w_gate_up: torch.Tensor | None = None) -> torch.Tensor:
-    """The second half, after attention: o_proj and residual, RMSNorm, SwiGLU and residual."""
+    """A layer after attention: o_proj and residual, RMSNorm, SwiGLU and residual."""
     x = x + layer.self_attn.o_proj(rearrange(out, "b h 1 d -> b 1 (h d)"))
     return x + feed_forward(layer, layer.post_attention_layernorm(x), fused, w_gate_up)
 
 
+def between_attentions(layer: DecoderLayer, x: torch.Tensor, out: torch.Tensor, fused: bool,
+                       w_gate_up: torch.Tensor | None, nxt: DecoderLayer, cos, sin, w_qkv: torch.Tensor | None,
+                       k_cache: torch.Tensor, v_cache: torch.Tensor, pos: torch.Tensor):
+    """Everything from one layer's attention output to the next layer's query: layer_out, then layer_in of
+    `nxt`. One function, so that compiled it makes the residual add ending a layer and the RMSNorm opening the
+    next one kernel. Returns the residual stream x and the next layer's q."""
+    x = layer_out(layer, x, out, fused, w_gate_up)
+    return x, layer_in(nxt, x, cos, sin, fused, w_qkv, k_cache, v_cache, pos)
+
+
+def last_layer_out(layer: DecoderLayer, x: torch.Tensor, out: torch.Tensor, fused: bool,
+                   w_gate_up: torch.Tensor | None, norm: nn.Module) -> torch.Tensor:
+    """The last layer after attention, then the final RMSNorm (the LM head's input)."""
+    return norm(layer_out(layer, x, out, fused, w_gate_up))
+
+
 @functools.lru_cache(maxsize=None)
-def compiled_halves() -> tuple[Callable, Callable]:
-    """layer_in and layer_out compiled by Inductor (default mode: no CUDA graphs of its own, so a CUDAGraphStep
-    can record the kernels it launches). Each half's element-wise work (RMSNorm in float32, RoPE, SiLU * up,
-    residual adds: ~20 small kernels per layer in eager PyTorch) becomes a few fused kernels around the
-    matrix products. The layer is an argument, so one compilation serves every layer of the same shape; the
-    fused matrices are passed as inputs (they are plain attributes, which torch.compile would otherwise
-    treat as per-layer constants). The cache writes and the attention kernel stay outside."""
+def compiled_pieces() -> tuple[Callable, Callable, Callable]:
+    """layer_in, between_attentions and last_layer_out compiled by Inductor (default mode: no CUDA graphs of its
+    own, so a CUDAGraphStep can record the kernels it launches). The element-wise work between two attentions
+    (residual adds, RMSNorms in float32, SiLU * up, RoPE, the cache writes: ~25 small kernels per layer in
+    eager PyTorch) becomes a few fused kernels around the matrix products. The layers are arguments, so one
+    compilation serves every layer of the same shape; the fused matrices are passed as inputs (they are plain
+    attributes, which torch.compile would otherwise treat as per-layer constants). Attention stays outside."""
     from .recompile import allow_recompiles
 
     allow_recompiles(64)
-    return torch.compile(layer_in, fullgraph=True), torch.compile(layer_out, fullgraph=True)
+    return tuple(torch.compile(f, fullgraph=True) for f in (layer_in, between_attentions, last_layer_out))
 
 
 def static_decode_step(
@@ -236,8 +257,8 @@ def static_decode_step(
     reference), "flex" (FlexAttention's split-KV decoding kernel) or "triton" (minids' own split-KV kernel);
     on a CPU "flex" and "triton" run the einsum. The same function; benchmarks/bench_batched_decode.py
     measures them against each other.
-    compile_layers: run each layer's two halves around attention (layer_in, layer_out) through Inductor,
-    compiled once for all layers (compiled_halves); the same function, fewer and fused kernels.
+    compile_layers: run the pieces between attentions (layer_in, between_attentions, last_layer_out) through
+    Inductor, compiled once for all layers (compiled_pieces); the same function, fewer and fused kernels.
     """
     batch = token.shape[0]
     start = pad if pad is not None else torch.zeros(batch, dtype=torch.long, device=pos.device)
@@ -248,17 +269,20 @@ def static_decode_step(
     else:
         cos, sin = model.rope(pos - pad)  # (b, d): each row's own position
         cos, sin = rearrange(cos, "b d -> b 1 1 d"), rearrange(sin, "b d -> b 1 1 d")
-    first, second = compiled_halves() if compile_layers else (layer_in, layer_out)
+    first, between, last = compiled_pieces() if compile_layers else (layer_in, between_attentions, last_layer_out)
+    w_qkv = [getattr(layer, FUSED_QKV, None) if fused else None for layer in model.layers]
+    w_gate_up = [getattr(layer, FUSED_GATE_UP, None) if fused else None for layer in model.layers]
+    layers = list(model.layers)
     x = model.embed_tokens(token)  # (b, 1, d_model)
-    for i, layer in enumerate(model.layers):
-        w_qkv = getattr(layer, FUSED_QKV, None) if fused else None
-        w_gate_up = getattr(layer, FUSED_GATE_UP, None) if fused else None
-        q, k, v = first(layer, x, cos, sin, fused, w_qkv)
-        cache.keys[i].index_copy_(2, pos, k)  # (b, k, max_len, d): position pos of every row
-        cache.values[i].index_copy_(2, pos, v)
-        out = decode(q, cache.keys[i], cache.values[i], keys)
-        x = second(layer, x, out, fused, w_gate_up)
-    return model.lm_head(model.norm(x))[:, 0]
+    q = first(layers[0], x, cos, sin, fused, w_qkv[0], cache.keys[0], cache.values[0], pos)
+    for i, layer in enumerate(layers):
+        out = decode(q, cache.keys[i], cache.values[i], keys)  # (b, h, 1, d) over the whole static cache
+        if i + 1 < len(layers):
+            x, q = between(layer, x, out, fused, w_gate_up[i],
+                           layers[i + 1], cos, sin, w_qkv[i + 1], cache.keys[i + 1], cache.values[i + 1], pos)
+        else:
+            x = last(layer, x, out, fused, w_gate_up[i], model.norm)
+    return model.lm_head(x)[:, 0]
 
 
 _WINDOWED_MESSAGE = (

@@ -139,3 +139,33 @@ def test_static_step_with_each_kernel_gives_the_readable_logits(kernel):
         want = model(ids[:, 8:], readable, last_only=True)[:, -1]
         got = static_decode_step(model, static, ids[:, 8:], torch.tensor([8]), pad=pad, attn=kernel)
     assert rel_err(got, want) < 1e-5
+
+
+def test_compiled_layers_give_the_readable_logits_with_one_compilation_for_all_layers():
+    """compile_layers=True: the pieces between attentions, compiled by Inductor with the cache writes inside,
+    compute the readable step's logits and write the same cache; each piece compiles once for every layer."""
+    from torch._dynamo.utils import counters
+
+    from minids.static_cache import compiled_pieces
+
+    torch.manual_seed(0)
+    cfg = ModelConfig.preset("tiny").replace(n_kv_heads=2, n_layers=3)
+    model = DeepSeekLM(cfg).eval()
+    ids = torch.randint(0, cfg.vocab_size, (2, 10))
+    pad = torch.tensor([0, 3])
+    torch._dynamo.reset()
+    compiled_pieces.cache_clear()
+    counters.clear()
+    with torch.no_grad():
+        readable, static = KVCache(cfg, 2, 16), KVCache(cfg, 2, 16)
+        model(ids[:, :8], readable, pad=pad)
+        model(ids[:, :8], static, pad=pad)
+        for p in (8, 9):  # two steps: the second reuses the compiled code
+            want = model(ids[:, p : p + 1], readable, last_only=True)[:, -1]
+            got = static_decode_step(model, static, ids[:, p : p + 1], torch.tensor([p]), pad=pad,
+                                     attn="triton", compile_layers=True)
+            assert rel_err(got, want) < 1e-4, p
+    for i in range(cfg.n_layers):  # the compiled layer_in wrote this token's keys and values in place
+        assert rel_err(static.keys[i][:, :, 8:10], readable.keys[i][:, :, 8:10]) < 1e-5
+        assert rel_err(static.values[i][:, :, 8:10], readable.values[i][:, :, 8:10]) < 1e-5
+    assert counters["stats"]["unique_graphs"] == 3  # layer_in, between_attentions, last_layer_out
