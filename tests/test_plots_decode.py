@@ -64,3 +64,30 @@ def test_only_earlier_kernels_draw_only_before_and_no_records_is_an_error():
     matplotlib.pyplot.close(fig)
     with pytest.raises(ValueError, match="no minids"):
         decode_floor_figure([])
+
+
+def test_goal_rows_hold_each_point_to_its_batch_goal():
+    from minids.plots.decode import goal_of, goal_rows
+
+    assert [goal_of(b) for b in (1, 4, 8, 128)] == [0.75, 0.75, 0.80, 0.80]
+    recs = [dict(metric="decode_frac_of_bandwidth_floor", impl="minids", model="m", kv_heads=4, context=2048,
+                 batch=b, value=v, decode_attention="triton", compile_layers=True)
+            for b, v in ((1, 0.76), (4, 0.74), (8, 0.79), (16, 0.81))]
+    recs.append(dict(recs[0], decode_attention="sdpa", compile_layers=False, value=0.9))  # "before": not a row
+    rows = goal_rows(recs)
+    assert [(r["batch"], r["goal"], r["met"]) for r in rows] == [
+        (1, 0.75, True), (4, 0.75, False), (8, 0.80, False), (16, 0.80, True)]
+    assert {r["kernel"] for r in rows} == {"triton+compiled"}
+    h100 = goal_rows(h100_records())
+    assert len(h100) == 2 * 2 * 8 + 7 + 6  # GQA-8 and -4: batches 1-128 at 2K and 4K; MHA's cache fits 80 GB to 64, 32
+    missed = {(r["kv_heads"], r["context"], r["batch"]) for r in h100 if not r["met"]}
+    assert missed == {(4, 2048, 8), (4, 2048, 16), (4, 4096, 8), (8, 2048, 8)}  # the H100 points under 80%
+
+
+def test_step_profiles_read_the_parts_of_the_profiled_step():
+    from minids.plots.decode import step_profiles
+
+    prof = step_profiles(h100_records())
+    parts = prof[("deepseek-llm-7b", 4, "triton+compiled")]
+    assert set(parts) == {"attention", "matmul", "elementwise/other", "gaps (step time - kernel time)"}
+    assert parts["matmul"] == max(parts.values())  # at batch 1 the weights' matrix-vector products dominate

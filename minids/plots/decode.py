@@ -89,3 +89,31 @@ def decode_floor_figure(records: list[dict], goals: tuple[float, float] = (0.75,
     fig.tight_layout(rect=(0, 0.9 / (3.0 * rows + 0.9), 1, 1))
     fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=4, fontsize=8, frameon=False)
     return fig
+
+
+def goal_of(batch: int, goals: tuple[float, float] = (0.75, 0.80)) -> float:
+    """The share of the floor a point is held to: goals[0] at batch 1-4, goals[1] from batch 8 on."""
+    return goals[0] if batch < 8 else goals[1]
+
+
+def goal_rows(records: list[dict], goals: tuple[float, float] = (0.75, 0.80)) -> list[dict]:
+    """Every split-KV point (its latest measurement, best kernel) beside its goal: one dict per (model, KV
+    heads, context, batch) with keys model, kv_heads, context, batch, fraction, kernel, goal, met."""
+    rows = []
+    for (model, kv, context), points in floor_fractions(records, AFTER).items():
+        for batch, (fraction, kernel) in points.items():
+            goal = goal_of(batch, goals)
+            rows.append(dict(model=model, kv_heads=kv, context=context, batch=batch, fraction=fraction,
+                             kernel=kernel, goal=goal, met=fraction >= goal))
+    return sorted(rows, key=lambda r: ("67b" in r["model"], -r["kv_heads"], r["context"], r["batch"]))
+
+
+def step_profiles(records: list[dict]) -> dict[tuple, dict[str, float]]:
+    """{(model, kv_heads, kernel): {part: microseconds per step}} from the profile_us_per_step records (where
+    the GPU time of the profiled step goes: attention, matmul, elementwise/other, gaps); later runs win."""
+    out: dict[tuple, dict[str, float]] = {}
+    for r in records:
+        if r.get("metric") == "profile_us_per_step" and r.get("value") is not None:
+            kernel = r.get("decode_attention", "?") + ("+compiled" if r.get("compile_layers") else "")
+            out.setdefault((r["model"], r["kv_heads"], kernel), {})[r["part"]] = r["value"]
+    return out
