@@ -72,8 +72,9 @@ def resolve_targets(targets: str | Iterable[str]) -> tuple[str, ...]:
     if not names:
         raise ValueError("LoRA targets: the list is empty; name at least one projection")
     if "lm_head" in names:
-        raise ValueError("LoRA targets: minids never wraps lm_head (its vocab_size x d_model matrix would dwarf "
-                         f"the adapter, and it is not a projection); choose from {', '.join(TARGETS['all'])}")
+        raise ValueError("LoRA targets: minids never wraps lm_head (it scores every token of the vocabulary, so "
+                         "an adapter there shifts the whole output distribution, and it is not one of a layer's "
+                         f"projections); choose from {', '.join(TARGETS['all'])}")
     bad = [n for n in names if n not in TARGETS["all"]]
     if bad:
         raise ValueError(f"unknown LoRA target(s) {bad}: the projections are {', '.join(TARGETS['all'])}")
