@@ -96,7 +96,7 @@ def main(argv=None) -> None:
     import time
 
     from .data.pretrain import pretrain_text
-    from .experiments.miniature import write_json_atomic
+    from .results import write_json_atomic
     from .paths import PROJECT_ROOT
 
     p = argparse.ArgumentParser(description="byte n-gram bits per byte on the pre-training corpus")

@@ -40,6 +40,7 @@ from ..config import ModelConfig
 from .cli import check_out, positive_float
 from ..paths import PROJECT_ROOT, project_path
 from ..scaling import training_recipe
+from ..results import write_json_atomic  # the one atomic JSON writer (refuses to replace what is not JSON)
 
 NAME = "minids-py-16m"
 
@@ -253,16 +254,6 @@ def _setting_dict(setting: MiniSetting) -> dict:
     d = asdict(setting)
     d["config"] = setting.config.to_dict()
     return d
-
-
-def write_json_atomic(path, obj) -> None:
-    path = os.fspath(path)
-    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
-    tmp = f"{path}.partial"
-    with open(tmp, "w") as f:
-        json.dump(obj, f, indent=1)
-        f.write("\n")
-    os.replace(tmp, path)
 
 
 def main(argv=None) -> None:

@@ -37,7 +37,8 @@ from pathlib import Path
 import torch
 
 from ..paths import PROJECT_ROOT
-from .miniature import held_out_loss, token_bytes, token_stream, val_windows, write_json_atomic
+from ..results import write_json_atomic
+from .miniature import held_out_loss, token_bytes, token_stream, val_windows
 
 CHECKPOINT = PROJECT_ROOT / "data" / "checkpoints" / "minids-py-16m"
 OUT = PROJECT_ROOT / "data" / "results" / "outside_corpus.json"
