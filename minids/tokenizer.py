@@ -17,6 +17,7 @@ names the pieces, adds the begin/end-of-sentence tokens and returns plain lists 
 
 from __future__ import annotations
 
+import json
 import numbers
 import os
 from pathlib import Path
@@ -145,9 +146,21 @@ class Tokenizer:
         """How the text is cut: each token's text (bytes shown as GPT-2's printable stand-ins)."""
         return self.backend.encode(text, add_special_tokens=False).tokens
 
-    def save(self, path: str | os.PathLike) -> None:
-        """Write tokenizer.json atomically (a temp file, then a rename)."""
+    def save(self, path: str | os.PathLike, overwrite: bool = False) -> None:
+        """Write tokenizer.json atomically (a temp file, then a rename). Replaces only a tokenizer file (JSON
+        with a "model" entry, as `tokenizers` writes it): a folder, or any other file, is refused unless
+        overwrite=True, so that a wrong path never costs a notebook, a checkpoint or a results file."""
         path = Path(path)
+        if path.is_dir():
+            raise IsADirectoryError(f"Tokenizer.save: {path} is a folder; give the file path, e.g. {path / 'tokenizer.json'}")
+        if path.is_file() and not overwrite:
+            try:
+                is_tokenizer = "model" in json.loads(path.read_text(encoding="utf-8"))
+            except (ValueError, UnicodeDecodeError, TypeError):
+                is_tokenizer = False
+            if not is_tokenizer:
+                raise FileExistsError(f"Tokenizer.save: {path} exists and is not a tokenizer file, so replacing it "
+                                      "would lose it; choose another path, or pass overwrite=True")
         path.parent.mkdir(parents=True, exist_ok=True)
         tmp = path.with_suffix(path.suffix + ".tmp")
         self.backend.save(str(tmp))

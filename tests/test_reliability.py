@@ -466,3 +466,17 @@ def test_isoflop_and_miniature_refuse_bad_arguments_before_any_work(tmp_path, mo
         miniature.main(["tiny", "--out", str(mine), "--results", str(tmp_path / "r.json")])
     assert exit.value.code == 2 and "is not a model folder" in capsys.readouterr().err
     assert sorted(p.name for p in tmp_path.iterdir()) == ["mine"]
+
+
+def test_tokenizer_save_replaces_only_a_tokenizer_file(tmp_path, tok):
+    path = tmp_path / "tokenizer.json"
+    tok.save(path)
+    tok.save(path)  # its own kind: replaced
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"todo": 1}')
+    with pytest.raises(FileExistsError, match="notes.json exists and is not a tokenizer file"):
+        tok.save(notes)
+    assert notes.read_text() == '{"todo": 1}'  # nothing lost
+    tok.save(notes, overwrite=True)
+    with pytest.raises(IsADirectoryError, match="is a folder"):
+        tok.save(tmp_path)
