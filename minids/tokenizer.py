@@ -152,7 +152,8 @@ class Tokenizer:
         overwrite=True, so that a wrong path never costs a notebook, a checkpoint or a results file."""
         path = Path(path)
         if path.is_dir():
-            raise IsADirectoryError(f"Tokenizer.save: {path} is a folder; give the file path, e.g. {path / 'tokenizer.json'}")
+            raise IsADirectoryError(f"Tokenizer.save: {path} is a folder; give a file path, such as "
+                                    f"{path / 'tokenizer.json'}")
         if path.is_file() and not overwrite:
             try:
                 is_tokenizer = "model" in json.loads(path.read_text(encoding="utf-8"))
