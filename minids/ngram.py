@@ -63,7 +63,9 @@ class ByteNGram:
                 "grams": grams, "counts": counts, "contexts": contexts,
                 "context_counts": np.bincount(inverse, weights=counts).astype(np.int64),
                 "continuations": np.bincount(inverse).astype(np.int64),
-                "D": n1 / (n1 + 2 * n2) if n1 + n2 > 0 else 0.5,
+                # Ney's estimate; with no n-gram seen once it would be 0 and leave an unseen byte no mass at
+                # all (infinite bits), so such an order falls back to 0.5, as one with neither count does
+                "D": n1 / (n1 + 2 * n2) if n1 > 0 else 0.5,
             })
         return self
 
