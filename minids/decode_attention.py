@@ -204,7 +204,7 @@ def num_splits(batch: int, kv_heads: int, max_len: int, sms: int | None = None) 
 
 
 if TRITON_AVAILABLE:
-
+    # region: split-kv-kernel
     @triton.jit
     def _partial_attention(Q, K, V, Start, End, MidO, MidLSE,
                            q_sb, q_sh, k_sb, k_sh, k_ss, v_sb, v_sh, v_ss, o_sb, o_sh, o_ss, l_sb, l_sh,
@@ -247,6 +247,7 @@ if TRITON_AVAILABLE:
         lse = tl.where(has_keys, m + tl.log(tl.where(has_keys, l, 1.0)), float("-inf"))  # log of sum exp(score)
         tl.store(MidO + b * o_sb + heads[:, None] * o_sh + j * o_ss + dims[None, :], out, mask=rows[:, None] < R)
         tl.store(MidLSE + b * l_sb + heads * l_sh + j, lse, mask=rows < R)
+    # endregion
 
     @triton.jit
     def _merge_splits(MidO, MidLSE, Out, o_sb, o_sh, o_ss, l_sb, l_sh, out_sb, out_sh,

@@ -7,15 +7,15 @@ KERNELS = ("sdpa", "einsum")  # the decode-attention kernels chapter 07 compares
 
 
 def best_decode(batched: list[dict], kv: int, context: int, impl: str = "minids", metric: str = "decode_tok_s",
-                model: str = "deepseek-llm-7b") -> dict[int, float]:
-    """Per batch, the better of the decode-attention kernels in KERNELS (for transformers: its one path), from
-    benchmarks/results/batched_decode_gpu.json's records."""
+                model: str = "deepseek-llm-7b", kernels: tuple | None = KERNELS) -> dict[int, float]:
+    """Per batch, the best of the decode-attention kernels in `kernels` (default KERNELS, the ones that do not
+    split the cache; None: any; for transformers: its one path), from batched_decode_gpu.json's records."""
     out: dict[int, float] = {}
     for r in batched:
         if (r.get("metric"), r.get("impl"), r.get("model"), r.get("kv_heads"), r.get("context")) != (
                 metric, impl, model, kv, context):
             continue
-        if impl == "minids" and r.get("decode_attention") not in KERNELS:
+        if impl == "minids" and kernels is not None and r.get("decode_attention") not in kernels:
             continue
         out[r["batch"]] = max(out.get(r["batch"], 0.0), r["value"])
     return dict(sorted(out.items()))
