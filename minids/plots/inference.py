@@ -66,17 +66,17 @@ def miniature_figure(record: dict, ngram: dict, outside: dict | None = None):
     return fig
 
 
-def batched_decode_figure(batched: list[dict], bandwidth: float = 4.3e12):
-    """Left: measured decode tokens/s against batch for the 7B with 32, 8 and 4 KV heads at 2K and 4K context, and
-    transformers' batched generate. Right: the same shapes' bandwidth floor, B / ((weights + B x cache) / bandwidth),
-    the most any kernel could reach."""
+def batched_decode_figure(batched: list[dict], bandwidth: float = 4.3e12, kernels: tuple | None = KERNELS):
+    """Left: measured decode tokens/s against batch for the 7B with 32, 8 and 4 KV heads at 2K and 4K context (per
+    point the best of `kernels`, see best_decode), and transformers' best path. Right: the same shapes' bandwidth
+    floor, B / ((weights + B x cache) / bandwidth), the most any kernel could reach."""
     import matplotlib.pyplot as plt
 
     fig, (left, right) = plt.subplots(1, 2, figsize=(11, 3.8), sharey=True)
     for kv, color in ((32, "tab:red"), (8, "tab:green"), (4, "tab:blue")):
         for context, style in ((2048, "o-"), (4096, "s--")):
             label = f"{kv} KV heads, T={context // 1024}K"
-            tok = best_decode(batched, kv, context)
+            tok = best_decode(batched, kv, context, kernels=kernels)
             left.plot(list(tok), list(tok.values()), style, color=color, ms=4, label=label)
             floor = {r["batch"]: r["floor_ms"] for r in batched if r.get("metric") == "decode_tok_s"
                      and r.get("impl") == "minids" and r.get("model") == "deepseek-llm-7b"
@@ -84,9 +84,10 @@ def batched_decode_figure(batched: list[dict], bandwidth: float = 4.3e12):
             floor = dict(sorted(floor.items()))
             right.plot(list(floor), [1000 * b / f for b, f in floor.items()], style, color=color, ms=3, label=label)
     hf = best_decode(batched, 32, 2048, impl="transformers")
-    left.plot(list(hf), list(hf.values()), "x:", color="black", label="transformers generate, 32 KV, 2K")
+    left.plot(list(hf), list(hf.values()), "x:", color="black", label="transformers (best path), 32 KV, 2K")
+    cards = sorted({r["device"] for r in batched if r.get("metric") == "decode_tok_s" and r.get("device")})
     left.set(xscale="log", yscale="log", xlabel="batch B (sequences)", ylabel="decode tokens/s (all sequences)",
-             title="measured on one H200 (7B shapes, bf16)")
+             title=f"measured on one {' / '.join(c.replace('NVIDIA ', '') for c in cards) or 'GPU'} (7B shapes, bf16)")
     right.set(xscale="log", xlabel="batch B (sequences)",
               title=f"the floor: B / ((weights + B × cache) / {bandwidth / 1e12:.1f} TB/s)")
     right.yaxis.set_tick_params(labelleft=True)
