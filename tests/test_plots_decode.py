@@ -80,8 +80,8 @@ def test_goal_rows_hold_each_point_to_its_batch_goal():
     assert {r["kernel"] for r in rows} == {"triton+compiled"}
     h100 = goal_rows(h100_records())
     assert len(h100) == 2 * 2 * 8 + 7 + 6  # GQA-8 and -4: batches 1-128 at 2K and 4K; MHA's cache fits 80 GB to 64, 32
-    missed = {(r["kv_heads"], r["context"], r["batch"]) for r in h100 if not r["met"]}
-    assert missed == {(4, 2048, 8), (4, 2048, 16), (4, 4096, 8), (8, 2048, 8)}  # the H100 points under 80%
+    assert all(r["met"] == (r["fraction"] >= r["goal"]) for r in h100)
+    assert all(r["met"] for r in h100)  # the committed H100 run: every point at its goal, as chapter 07 says
 
 
 def test_step_profiles_read_the_parts_of_the_profiled_step():
