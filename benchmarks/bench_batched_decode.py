@@ -17,7 +17,7 @@ weights created on the device (the speed of a step does not depend on the number
                     prefill of B x T tokens would take longer than the measurement and changes nothing in the
                     step). KERNEL is the decode attention (minids/decode_attention.py): sdpa, einsum, flex
                     (FlexAttention's split-KV decoding template) or triton (minids' split-KV kernel);
-                    compile_layers runs each layer's halves around attention through Inductor.
+                    compile_layers runs the code between two attentions through Inductor.
     transformers    LlamaForCausalLM.generate(do_sample=False) on the same weight tensors, B random prompts of
                     T tokens: (time for N + 1 new tokens - time for 1) / N. Path "static+compile": its static
                     cache, with which generate compiles the decoding forward (mode "reduce-overhead", its
@@ -212,7 +212,7 @@ def main(argv=None) -> None:
     p.add_argument("--attn", nargs="+", default=["triton"], choices=DECODE_KERNELS,
                    help="the static step's decode attention kernels to time")
     p.add_argument("--compile-layers", type=int, nargs="+", default=[1], choices=[0, 1],
-                   help="1: each layer's halves around attention through Inductor; 0: eager kernels")
+                   help="1: the code between two attentions through Inductor; 0: eager kernels")
     p.add_argument("--baseline", default="sdpa", choices=DECODE_KERNELS,
                    help="the previous path (this kernel, eager layers) re-timed in the same run at --baseline-batches")
     p.add_argument("--baseline-batches", type=int, nargs="*", default=[1, 8, 64])

@@ -433,13 +433,7 @@ class ModelConfig:
             "num_attention_heads": "n_heads",
             "intermediate_size": "d_ff",
         }
-        missing = [k for k in required if hf.get(k) is None]
-        if missing:
-            raise ValueError(f"ModelConfig.from_hf: the config lacks {', '.join(missing)}")
-        _require(hf, "hidden_act", ("silu",), "SwiGLU uses the SiLU gate")
-        _require(hf, "tie_word_embeddings", (False,), "DeepSeek LLM has an untied lm_head")
-        _require(hf, "attention_bias", (False, None), "the projections have no bias")
-        _require(hf, "mlp_bias", (False, None), "the FFN has no bias")
+        _require_common(hf, required, "the config", "DeepSeek LLM")
         rope_theta = hf.get("rope_theta")
         rope_params = hf.get("rope_parameters") or {}
         if isinstance(rope_params, Mapping):  # transformers >= 5 keeps rope_theta in here
@@ -572,6 +566,18 @@ def _require(hf: Mapping[str, Any], key: str, allowed: tuple, why: str) -> None:
         raise ValueError(f"ModelConfig.from_hf: {key}={hf[key]!r} is not supported ({why}); allowed: {allowed}")
 
 
+def _require_common(hf: Mapping[str, Any], required, what: str, family: str) -> None:
+    """What every config minids reads must have and must not have: the `required` keys present, SiLU, an
+    untied lm_head, no biases. `what` names the config and `family` the models in the messages."""
+    missing = [k for k in required if hf.get(k) is None]
+    if missing:
+        raise ValueError(f"ModelConfig.from_hf: {what} lacks {', '.join(missing)}")
+    _require(hf, "hidden_act", ("silu",), "SwiGLU uses the SiLU gate")
+    _require(hf, "tie_word_embeddings", (False,), f"{family} keeps lm_head untied")
+    _require(hf, "attention_bias", (False, None), "the projections have no bias")
+    _require(hf, "mlp_bias", (False, None), "the FFN has no bias")
+
+
 def _moe_fields_from_hf(hf: Mapping[str, Any]) -> dict[str, Any]:
     """The DeepSeekMoE fields of a model_type "deepseek" config.json (deepseek-moe-16b's), or {} if dense.
 
@@ -646,13 +652,7 @@ def _mla_fields_from_hf(hf: Mapping[str, Any], model_type: str) -> dict[str, Any
                          "bf16/float32 weights only: dequantize it first (DeepSeek's fp8_cast_bf16.py)")
     required = ("vocab_size", "hidden_size", "num_hidden_layers", "num_attention_heads", "intermediate_size",
                 "kv_lora_rank", "qk_nope_head_dim", "qk_rope_head_dim", "v_head_dim")
-    missing = [k for k in required if hf.get(k) is None]
-    if missing:
-        raise ValueError(f"ModelConfig.from_hf: the {model_type} config lacks {', '.join(missing)}")
-    _require(hf, "hidden_act", ("silu",), "SwiGLU uses the SiLU gate")
-    _require(hf, "tie_word_embeddings", (False,), "DeepSeek-V2/V3 have an untied lm_head")
-    _require(hf, "attention_bias", (False, None), "the projections have no bias")
-    _require(hf, "mlp_bias", (False, None), "the FFN has no bias")
+    _require_common(hf, required, f"the {model_type} config", "DeepSeek-V2/V3")
     params = hf.get("rope_parameters") or hf.get("rope_scaling") or {}
     rope_theta = params.get("rope_theta", hf.get("rope_theta", 10000.0))
     kind = params.get("rope_type", params.get("type", "default"))

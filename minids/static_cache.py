@@ -382,7 +382,7 @@ class StaticDecoder:
 
     capture: "none" (eager static step, any device), "graph" (CUDAGraphStep) or "compile" (compiled_step).
     attn: the step's decode attention kernel, one of DECODE_KERNELS (see static_decode_step).
-    compile_layers: compile each layer's halves around attention with Inductor (capture "graph" or "none";
+    compile_layers: compile the code between two attentions with Inductor (capture "graph" or "none";
     capture "compile" compiles the whole step anyway).
     fuse: run fuse_projections(model) (in place, no second copy) and use one GEMV for q/k/v and one for
     gate/up. None (the default) means True on CUDA, where fewer and larger GEMVs read the weights closer to

@@ -16,6 +16,11 @@ BEFORE = ("sdpa", "einsum")  # no split of the cache
 AFTER = ("flex", "triton")  # split-KV
 
 
+def kernel_label(record: dict) -> str:
+    """A record's decode-attention kernel, "+compiled" when the code between attentions ran through Inductor."""
+    return record.get("decode_attention", "?") + ("+compiled" if record.get("compile_layers") else "")
+
+
 def floor_fractions(records: list[dict], kernels: tuple | None, impl: str = "minids") -> dict[tuple, dict[int, tuple]]:
     """{(model, kv_heads, context): {batch: (fraction, kernel)}} for `impl`'s records whose decode_attention is
     one of `kernels` (None: any): per point the best kernel, each kernel at its latest measurement (a file that
@@ -26,7 +31,7 @@ def floor_fractions(records: list[dict], kernels: tuple | None, impl: str = "min
             continue
         if kernels is not None and r.get("decode_attention") not in kernels:
             continue
-        kernel = r.get("decode_attention", "?") + ("+compiled" if r.get("compile_layers") else "")
+        kernel = kernel_label(r)
         if r.get("path") and impl != "minids":
             kernel = r["path"]
         latest[(r["model"], r["kv_heads"], r["context"], r["batch"], kernel)] = r["value"]
@@ -114,6 +119,6 @@ def step_profiles(records: list[dict]) -> dict[tuple, dict[str, float]]:
     out: dict[tuple, dict[str, float]] = {}
     for r in records:
         if r.get("metric") == "profile_us_per_step" and r.get("value") is not None:
-            kernel = r.get("decode_attention", "?") + ("+compiled" if r.get("compile_layers") else "")
+            kernel = kernel_label(r)
             out.setdefault((r["model"], r["kv_heads"], kernel), {})[r["part"]] = r["value"]
     return out
